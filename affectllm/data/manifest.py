@@ -1,0 +1,439 @@
+"""The clip manifest (DESIGN.md §3): schema, validation, reading and atomic writing.
+
+A manifest is JSONL, one clip a line::
+
+    {"id": "c1", "video": "clips/c1.mp4", "labels": ["happy", "excited"], "aus": ["AU6", "AU12"], "split": "train"}
+
+Fields: ``id`` (required), ``video``/``audio``/``transcript`` (at least one), ``caption``, ``labels`` (a list of
+open-vocabulary words), ``emotion`` (one label), ``aus`` (FACS codes), ``valence``/``arousal`` (numbers in
+[-1, 1]), ``split``, ``source``. Media paths are relative to the manifest file's folder (absolute paths are kept).
+
+Decisions (the contract was silent on these):
+
+* Unknown keys are kept, in :attr:`Clip.extra`, so loaders and users can carry their own columns (MOSI's sentiment
+  score, a clip's start/end). A key that looks like a misspelt known key (``lables``) gets a *warning*.
+* ``null`` means absent. An empty transcript counts as no transcript.
+* AU codes are normalised (``AU04``, ``au4``, ``4`` -> ``AU4``); labels are stripped of surrounding white space.
+* A numeric ``id`` is accepted and turned into a string; duplicate ids are errors on the later line (the first
+  occurrence wins).
+* Blank lines are skipped (they are not rows); a line that is not a JSON object is an error.
+* Warnings never fail a read, even in strict mode; errors drop the row from the result and are returned (lenient)
+  or raised all together after the whole file was read (strict).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from affectllm.types import Clip
+
+MEDIA_FIELDS: tuple[str, ...] = ("video", "audio")
+CONTENT_FIELDS: tuple[str, ...] = ("video", "audio", "transcript")
+TEXT_FIELDS: tuple[str, ...] = ("transcript", "caption", "emotion", "split", "source")
+SCORE_FIELDS: tuple[str, ...] = ("valence", "arousal")
+KNOWN_FIELDS: tuple[str, ...] = (
+    "id",
+    "video",
+    "audio",
+    "transcript",
+    "caption",
+    "labels",
+    "emotion",
+    "aus",
+    "valence",
+    "arousal",
+    "split",
+    "source",
+)
+_AU_RE = re.compile(r"^\s*(?:AU)?\s*0*(\d{1,3})\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one line of a JSONL file.
+
+    Attributes:
+        line: 1-based line number (0 when the problem is about the whole file).
+        field: the field at fault (``"labels[2]"``), ``"json"`` for an unreadable line, ``"file"`` for the file.
+        message: what is wrong.
+        hint: what to do about it.
+        severity: ``"error"`` (the row is unusable) or ``"warning"`` (the row is kept).
+        id: the row's id when it could be read.
+        path: the file the line belongs to.
+    """
+
+    line: int
+    field: str
+    message: str
+    hint: str = ""
+    severity: str = "error"
+    id: str | None = None
+    path: str | None = None
+
+    @property
+    def is_error(self) -> bool:
+        """True for errors, False for warnings."""
+        return self.severity == "error"
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.path else f"line {self.line}"
+        ident = f" (id {self.id!r})" if self.id is not None else ""
+        hint = f"; {self.hint}" if self.hint else ""
+        return f"{where}{ident}: {self.severity}: {self.field}: {self.message}{hint}"
+
+
+class ManifestError(ValueError):
+    """Raised by strict reads; carries every problem found."""
+
+    def __init__(self, problems: list[Problem], limit: int = 20) -> None:
+        self.problems = problems
+        shown = "\n".join(f"  {p}" for p in problems[:limit])
+        more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
+        super().__init__(f"{len(problems)} problem(s) in manifest:\n{shown}{more}")
+
+
+def normalize_au(code: Any) -> str | None:
+    """Canonical FACS code ``AU<n>`` (no zero padding), or None when ``code`` is not an AU code.
+
+    >>> [normalize_au(c) for c in ("AU04", "au12", 6, " AU 1 ", "smile")]
+    ['AU4', 'AU12', 'AU6', 'AU1', None]
+    """
+    if isinstance(code, bool) or not isinstance(code, (str, int)):
+        return None
+    match = _AU_RE.match(str(code))
+    return f"AU{int(match.group(1))}" if match and int(match.group(1)) > 0 else None
+
+
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any, Problem | None]]:
+    """Yield ``(line_number, value, problem)`` for every non-blank line of a JSONL file.
+
+    ``value`` is the parsed JSON (None when the line could not be read, and then ``problem`` says why: bad UTF-8,
+    invalid JSON, or a torn last line with no newline, the mark of an interrupted write). Line numbers are 1-based.
+
+    Raises:
+        OSError: the file cannot be opened.
+    """
+    path_s = str(path)
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield (
+                    number,
+                    None,
+                    Problem(
+                        number,
+                        "json",
+                        f"not UTF-8 ({err.reason} at byte {err.start})",
+                        "re-save the file as UTF-8",
+                        path=path_s,
+                    ),
+                )
+                continue
+            try:
+                yield number, json.loads(text), None
+            except json.JSONDecodeError as err:
+                torn = not raw.endswith(b"\n")
+                msg = "torn last line (no newline): the write was interrupted" if torn else f"invalid JSON: {err.msg}"
+                hint = "re-run the step that wrote it, or delete this line" if torn else f"fix column {err.colno}"
+                yield number, None, Problem(number, "json", msg, hint, path=path_s)
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> tuple[list[tuple[int, Any]], list[Problem]]:
+    """Read a whole JSONL file: ``([(line_number, value), ...], problems)``; unreadable lines become problems."""
+    rows: list[tuple[int, Any]] = []
+    problems: list[Problem] = []
+    for number, value, problem in iter_jsonl(path):
+        if problem is not None:
+            problems.append(problem)
+        else:
+            rows.append((number, value))
+    return rows, problems
+
+
+def _check_scalars(row: dict[str, Any], err: Any) -> None:
+    for key in TEXT_FIELDS + MEDIA_FIELDS:
+        value = row.get(key)
+        if value is not None and not isinstance(value, str):
+            err(key, f"must be a string, got {type(value).__name__} {value!r}", "write it as a JSON string")
+        elif key in MEDIA_FIELDS and isinstance(value, str) and not value.strip():
+            err(key, "is an empty path", f"remove '{key}' or give the file's path")
+    for key in SCORE_FIELDS:
+        value = row.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            err(key, f"must be a number in [-1, 1], got {value!r}", "write a JSON number")
+        elif not -1.0 <= value <= 1.0:
+            err(key, f"{value} is outside [-1, 1]", "rescale it (e.g. MOSI's [-3, 3] / 3)")
+
+
+def _check_lists(row: dict[str, Any], err: Any) -> None:
+    labels = row.get("labels")
+    if labels is not None:
+        if not isinstance(labels, list):
+            err("labels", f"must be a list of strings, got {type(labels).__name__}", 'write e.g. ["happy", "calm"]')
+        else:
+            for i, label in enumerate(labels):
+                if not isinstance(label, str) or not label.strip():
+                    err(f"labels[{i}]", f"must be a non-empty string, got {label!r}", "remove or fix the label")
+    aus = row.get("aus")
+    if aus is not None:
+        if not isinstance(aus, list):
+            err("aus", f"must be a list of AU codes, got {type(aus).__name__}", 'write e.g. ["AU6", "AU12"]')
+        else:
+            for i, code in enumerate(aus):
+                if normalize_au(code) is None:
+                    err(f"aus[{i}]", f"{code!r} is not an AU code", 'write FACS codes like "AU12"')
+
+
+def validate_row(row: Any, line: int, path: str | None = None) -> list[Problem]:
+    """All problems of one manifest row (errors and warnings); an empty list means the row is fine.
+
+    >>> [p.field for p in validate_row({"id": "a", "valence": 2, "aus": ["AU6", "x"]}, 3)]
+    ['valence', 'aus[1]', 'video/audio/transcript']
+    """
+    problems: list[Problem] = []
+    if not isinstance(row, dict):
+        return [
+            Problem(
+                line,
+                "json",
+                f"a row must be a JSON object, got {type(row).__name__}",
+                'write {"id": ..., "video": ...}',
+                path=path,
+            )
+        ]
+    ident = row.get("id")
+    shown_id = str(ident) if isinstance(ident, (str, int)) and not isinstance(ident, bool) else None
+
+    def err(key: str, message: str, hint: str = "", severity: str = "error") -> None:
+        problems.append(Problem(line, key, message, hint, severity, shown_id, path))
+
+    if ident is None:
+        err("id", "missing", 'add a unique "id"')
+    elif isinstance(ident, bool) or not isinstance(ident, (str, int)) or not str(ident).strip():
+        err("id", f"must be a non-empty string, got {ident!r}", "use a unique string id")
+    _check_scalars(row, err)
+    _check_lists(row, err)
+    has_content = any(isinstance(row.get(k), str) and row[k].strip() for k in CONTENT_FIELDS)
+    if not has_content:
+        err("video/audio/transcript", "the row has none of them", "give at least one")
+    for key in row:
+        if key not in KNOWN_FIELDS:
+            close = difflib.get_close_matches(key, KNOWN_FIELDS, n=1, cutoff=0.8)
+            if close:
+                err(
+                    key,
+                    f"unknown key, kept in extra; did you mean {close[0]!r}?",
+                    f"rename it to {close[0]!r}",
+                    "warning",
+                )
+    return problems
+
+
+def _resolve(value: str | None, base: Path) -> str | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def row_to_clip(row: dict[str, Any], base_dir: str | os.PathLike[str] = ".") -> Clip:
+    """Build a :class:`Clip` from a *valid* row, resolving media paths against ``base_dir``."""
+    base = Path(base_dir)
+    labels = [s.strip() for s in row["labels"]] if row.get("labels") is not None else None
+    aus = [normalize_au(a) for a in row["aus"]] if row.get("aus") is not None else None
+    transcript = row.get("transcript")
+    return Clip(
+        id=str(row["id"]).strip(),
+        video=_resolve(row.get("video"), base),
+        audio=_resolve(row.get("audio"), base),
+        transcript=transcript if transcript and transcript.strip() else None,
+        caption=row.get("caption"),
+        labels=labels,
+        emotion=row["emotion"].strip() if row.get("emotion") else None,
+        aus=list(dict.fromkeys(a for a in aus if a)) if aus is not None else None,
+        valence=float(row["valence"]) if row.get("valence") is not None else None,
+        arousal=float(row["arousal"]) if row.get("arousal") is not None else None,
+        split=row.get("split"),
+        source=row.get("source"),
+        extra={k: v for k, v in row.items() if k not in KNOWN_FIELDS},
+    )
+
+
+def iter_manifest(path: str | os.PathLike[str]) -> Iterator[tuple[int, Clip | None, list[Problem]]]:
+    """Yield ``(line_number, clip_or_None, problems)`` per non-blank line; ``clip`` is None when the row has errors.
+
+    Duplicate ids are errors on every occurrence after the first.
+    """
+    base = Path(path).resolve().parent
+    first_line: dict[str, int] = {}
+    for number, value, problem in iter_jsonl(path):
+        if problem is not None:
+            yield number, None, [problem]
+            continue
+        problems = validate_row(value, number, str(path))
+        if any(p.is_error for p in problems):
+            yield number, None, problems
+            continue
+        clip = row_to_clip(value, base)
+        if clip.id in first_line:
+            problems.append(
+                Problem(
+                    number,
+                    "id",
+                    f"duplicate id (first on line {first_line[clip.id]})",
+                    "make ids unique",
+                    id=clip.id,
+                    path=str(path),
+                )
+            )
+            yield number, None, problems
+            continue
+        first_line[clip.id] = number
+        yield number, clip, problems
+
+
+def read_manifest(path: str | os.PathLike[str], strict: bool = True) -> tuple[list[Clip], list[Problem]]:
+    """Read a manifest into clips (paths resolved against the manifest's folder) and the problems found.
+
+    Args:
+        path: the JSONL manifest.
+        strict: raise :class:`ManifestError` after reading when any row has an error; when False, bad rows are
+            left out of the clips and reported in the problems.
+
+    Returns:
+        ``(clips, problems)``; problems include warnings (which never drop a row).
+
+    Raises:
+        ManifestError: ``strict`` and at least one error.
+        FileNotFoundError: no such manifest.
+    """
+    clips: list[Clip] = []
+    problems: list[Problem] = []
+    for _, clip, row_problems in iter_manifest(path):
+        problems.extend(row_problems)
+        if clip is not None:
+            clips.append(clip)
+    errors = [p for p in problems if p.is_error]
+    if strict and errors:
+        raise ManifestError(errors)
+    return clips, problems
+
+
+def _relative(value: str | None, base: Path | None) -> str | None:
+    if value is None or base is None:
+        return value
+    path = Path(value)
+    if not path.is_absolute():
+        return value
+    try:
+        return os.path.relpath(path, base)
+    except ValueError:  # another drive on Windows: keep it absolute
+        return value
+
+
+def clip_to_row(clip: Clip, base_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The manifest row of a clip: None fields dropped, ``extra`` merged (never over a known key).
+
+    Args:
+        clip: the clip.
+        base_dir: when given, absolute media paths are written relative to it (the manifest's folder).
+    """
+    base = Path(base_dir).resolve() if base_dir is not None else None
+    row: dict[str, Any] = {k: v for k, v in clip.extra.items() if k not in KNOWN_FIELDS}
+    core = {
+        "id": clip.id,
+        "video": _relative(clip.video, base),
+        "audio": _relative(clip.audio, base),
+        "transcript": clip.transcript,
+        "caption": clip.caption,
+        "labels": clip.labels,
+        "emotion": clip.emotion,
+        "aus": clip.aus,
+        "valence": clip.valence,
+        "arousal": clip.arousal,
+        "split": clip.split,
+        "source": clip.source,
+    }
+    return {**{k: v for k, v in core.items() if v is not None}, **row}
+
+
+def write_jsonl(rows: Iterable[Any], path: str | os.PathLike[str]) -> int:
+    """Write JSON values one a line, atomically (temp file in the same folder, fsync, ``os.replace``).
+
+    Returns:
+        The number of lines written.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                count += 1
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def write_manifest(rows: Iterable[dict[str, Any] | Clip], path: str | os.PathLike[str], validate: bool = True) -> int:
+    """Write a manifest atomically; :class:`Clip` items get paths relative to the manifest's folder.
+
+    Args:
+        rows: manifest rows (dicts, written as given) or clips.
+        path: the JSONL file to (over)write.
+        validate: check every row and raise before writing anything when one has an error.
+
+    Returns:
+        The number of rows written.
+
+    Raises:
+        ManifestError: ``validate`` and a row has an error or an id repeats (line numbers are those the rows would
+            have had in the file).
+    """
+    base = Path(path).resolve().parent
+    out = [clip_to_row(r, base) if isinstance(r, Clip) else r for r in rows]
+    if validate:
+        errors: list[Problem] = []
+        seen: dict[str, int] = {}
+        for number, row in enumerate(out, start=1):
+            errors += [p for p in validate_row(row, number, str(path)) if p.is_error]
+            ident = str(row.get("id")) if isinstance(row, dict) else None
+            if ident is not None and ident in seen:
+                errors.append(
+                    Problem(
+                        number,
+                        "id",
+                        f"duplicate id (first on line {seen[ident]})",
+                        "make ids unique",
+                        id=ident,
+                        path=str(path),
+                    )
+                )
+            elif ident is not None:
+                seen[ident] = number
+        if errors:
+            raise ManifestError(errors)
+    return write_jsonl(out, path)
