@@ -63,34 +63,48 @@ def test_probe_reads_streams_and_duration(media: Path) -> None:
 
 
 def test_good_manifest_exits_zero_with_summary(media: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _manifest(media / "good.jsonl", [
-        {"id": "1", "video": "a.mp4", "audio": "a.wav", "labels": ["happy"], "split": "train"},
-        {"id": "2", "audio": "a.wav", "split": "test"},
-        {"id": "3", "transcript": "hello", "split": "test"},
-    ])
+    path = _manifest(
+        media / "good.jsonl",
+        [
+            {"id": "1", "video": "a.mp4", "audio": "a.wav", "labels": ["happy"], "split": "train"},
+            {"id": "2", "audio": "a.wav", "split": "test"},
+            {"id": "3", "transcript": "hello", "split": "test"},
+        ],
+    )
     assert check_main(str(path)) == 0
     out = capsys.readouterr().out
     assert "rows with errors" in out and "train: 1" in out and "opened with PyAV" in out
 
 
 def test_broken_manifest_reports_lines_and_fields(media: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _manifest(media / "bad.jsonl", [
-        {"id": "ok", "video": "a.mp4"},  # 1
-        {"id": "missing", "video": "nope.mp4"},  # 2
-        {"id": "empty", "video": "empty.mp4"},  # 3
-        {"id": "junk", "video": "junk.mp4"},  # 4
-        {"id": "wrong", "audio": "a.mp4"},  # 5: a video without an audio track given as audio
-        "{broken",  # 6
-        {"id": "ok", "audio": "a.wav"},  # 7: duplicate id
-        {"id": "va", "video": "a.mp4", "valence": 4},  # 8
-        {"id": "dir", "video": "."},  # 9
-        {"id": "warn", "transcript": "x", "lables": ["y"]},  # 10: warning only
-    ])
+    path = _manifest(
+        media / "bad.jsonl",
+        [
+            {"id": "ok", "video": "a.mp4"},  # 1
+            {"id": "missing", "video": "nope.mp4"},  # 2
+            {"id": "empty", "video": "empty.mp4"},  # 3
+            {"id": "junk", "video": "junk.mp4"},  # 4
+            {"id": "wrong", "audio": "a.mp4"},  # 5: a video without an audio track given as audio
+            "{broken",  # 6
+            {"id": "ok", "audio": "a.wav"},  # 7: duplicate id
+            {"id": "va", "video": "a.mp4", "valence": 4},  # 8
+            {"id": "dir", "video": "."},  # 9
+            {"id": "warn", "transcript": "x", "lables": ["y"]},  # 10: warning only
+        ],
+    )
     report = check_manifest(path)
     got = [(p.line, p.field, p.severity) for p in report.problems]
-    assert got == [(2, "video", "error"), (3, "video", "error"), (4, "video", "error"), (5, "audio", "error"),
-                   (6, "json", "error"), (7, "id", "error"), (8, "valence", "error"), (9, "video", "error"),
-                   (10, "lables", "warning")]
+    assert got == [
+        (2, "video", "error"),
+        (3, "video", "error"),
+        (4, "video", "error"),
+        (5, "audio", "error"),
+        (6, "json", "error"),
+        (7, "id", "error"),
+        (8, "valence", "error"),
+        (9, "video", "error"),
+        (10, "lables", "warning"),
+    ]
     assert report.rows == 10 and report.bad_rows == 8
     msgs = {p.line: p.message for p in report.problems}
     assert "not found" in msgs[2] and "empty" in msgs[3] and "cannot be opened" in msgs[4]

@@ -39,7 +39,8 @@ def _file_error(path: Path) -> tuple[str, str] | None:
     if not path.exists():
         return f"file not found: {path}", "fix the path (it is relative to the manifest's folder) or add the file"
     if path.is_dir():
-        return f"is a directory: {path}", "point at a media file (convert frame folders with ffmpeg -i %05d.jpg out.mp4)"
+        hint = "point at a media file (convert a frame folder: ffmpeg -i DIR/%05d.jpg OUT.mp4)"
+        return f"is a directory: {path}", hint
     if path.stat().st_size == 0:
         return f"empty file: {path}", "re-copy or re-extract the file"
     try:
@@ -79,7 +80,7 @@ def probe_file(path: str, kind: str, open_media: bool = True) -> MediaInfo:
             if video is not None:
                 info.width, info.height = video.codec_context.width, video.codec_context.height
     except (av.FFmpegError, OSError, ValueError) as err:
-        info.error, info.hint = f"cannot be opened as media: {err}", "re-encode it (ffmpeg -i IN OUT.mp4) or replace it"
+        info.error, info.hint = f"cannot be opened as media: {err}", "re-encode (ffmpeg -i IN OUT.mp4) or replace it"
         return info
     if kind not in info.streams:
         found = ", ".join(info.streams) or "none"
