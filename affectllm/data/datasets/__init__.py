@@ -1,0 +1,92 @@
+"""Source-dataset loaders: each turns a dataset's official release folder into manifest clips.
+
+Importing this package registers every loader in :data:`affectllm.registry.DATASETS` (names below); nothing is
+downloaded: point a loader at the folder you obtained from the dataset's owners. Each loader returns a
+:class:`LoadResult` (clips with absolute paths, plus problems naming the label file's line) and has a data card in
+``data_cards/<card>.md``. Labels are the dataset's own words, lower-cased; the cards map them to our taxonomy.
+
+>>> from affectllm.registry import DATASETS
+>>> import affectllm.data.datasets
+>>> "ravdess" in DATASETS and "mer2025" in DATASETS
+True
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from affectllm.data.datasets import acted, au, conversation, mer, wild  # noqa: F401  (registration)
+from affectllm.data.datasets._base import LayoutError, LoadResult
+from affectllm.data.manifest import write_manifest
+from affectllm.registry import DATASETS
+
+__all__ = ["LayoutError", "LoadResult", "load_dataset", "prep_dataset_main"]
+
+
+def load_dataset(name: str, root: str | Path, **options: Any) -> LoadResult:
+    """Run the loader registered as ``name`` on ``root``.
+
+    Raises:
+        KeyError: unknown dataset (the message lists the known ones).
+        LayoutError: the folder does not match the official layout (the message names the expected file).
+    """
+    return DATASETS.get(name)(root, **options)
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"option {text!r} is not key=value")
+    if "," in value or key.endswith(("_actors", "_subjects")):
+        items = [v for v in value.split(",") if v]
+        return key, tuple(int(v) if v.isdigit() else v for v in items)
+    if value.lstrip("-").replace(".", "", 1).isdigit():
+        return key, float(value) if "." in value else int(value)
+    return key, {"true": True, "false": False}.get(value.lower(), value)
+
+
+def prep_dataset_main(name: str, root: str, out: str, options: list[str] | None = None, **kwargs: Any) -> int:
+    """Entry point of ``affectllm data import NAME ROOT --out MANIFEST [key=value ...]``.
+
+    Args:
+        name: a registered dataset name.
+        root: the release folder.
+        out: the manifest to write (media paths are written relative to its folder).
+        options: ``key=value`` loader options (``fold=2``, ``test_actors=21,22,23,24``).
+        **kwargs: loader options given directly (take precedence over ``options``).
+
+    Returns:
+        0 on success, 1 when the folder does not match the layout or nothing was found, 2 for an unknown name or
+        a bad option.
+    """
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    try:
+        opts = dict(_parse_option(o) for o in options or [])
+        opts.update(kwargs)
+        started = time.perf_counter()
+        result = load_dataset(name, root, **opts)
+    except (KeyError, ValueError, TypeError) as err:
+        console.print(f"[red]{err}[/red]")
+        return 2
+    except LayoutError as err:
+        console.print(f"[red]{err}[/red]")
+        return 1
+    for problem in result.problems[:50]:
+        console.print(f"[yellow]{problem}[/yellow]")
+    if len(result.problems) > 50:
+        console.print(f"... and {len(result.problems) - 50} more")
+    if not result.clips:
+        console.print(f"[red]{name}: no clips found under {root}[/red]")
+        return 1
+    written = write_manifest(result.clips, out)
+    took = time.perf_counter() - started
+    card = getattr(DATASETS.get(name), "card", name)
+    console.print(
+        f"{name}: wrote {written} rows to {out} in {took:.1f} s ({len(result.problems)} skipped or "
+        f"doubtful label rows); run `affectllm data check {out}` next. Card: data_cards/{card}.md"
+    )
+    return 0
