@@ -1,0 +1,33 @@
+"""The HF-native multimodal model: config, model, processor, builders.
+
+Importing this package registers the classes with transformers' Auto classes, so ``AutoConfig``,
+``AutoModelForCausalLM`` and ``AutoProcessor`` load a saved affectllm directory.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
+
+from .configuration import MEDIA_INPUT_NAMES, MEDIA_TOKENS, AffectLlmConfig
+from .modeling import AffectLlmForConditionalGeneration
+from .processor import AffectLlmProcessor, media_prefix
+
+
+def register_auto_classes() -> None:
+    """Register with AutoConfig / AutoModelForCausalLM / AutoProcessor (idempotent)."""
+    try:
+        AutoConfig.register(AffectLlmConfig.model_type, AffectLlmConfig)
+    except ValueError:  # already registered in this process
+        pass
+    for auto, cls in ((AutoModelForCausalLM, AffectLlmForConditionalGeneration),
+                      (AutoProcessor, AffectLlmProcessor)):
+        try:
+            auto.register(AffectLlmConfig, cls)
+        except ValueError:
+            pass
+
+
+register_auto_classes()
+
+__all__ = ["MEDIA_INPUT_NAMES", "MEDIA_TOKENS", "AffectLlmConfig", "AffectLlmForConditionalGeneration",
+           "AffectLlmProcessor", "media_prefix", "register_auto_classes"]

@@ -1,0 +1,86 @@
+"""`AffectLlmConfig`: the composite config of encoders, poolers, projectors and the LLM backbone."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+# Placeholder strings the processor expands; order is the order media appear in a prompt.
+MEDIA_TOKENS: dict[str, str] = {
+    "video": "<video>",
+    "audio": "<audio>",
+    "face": "<face>",
+    "au": "<au>",
+    "fusion": "<fusion>",
+}
+# Modalities fed by an encoder (fusion is derived from video + audio inside the model).
+ENCODED_MODALITIES: tuple[str, ...] = ("video", "audio", "face", "au")
+# Names of the processed-media keyword arguments of `forward`, per modality.
+MEDIA_INPUT_NAMES: dict[str, str] = {
+    "video": "pixel_values_videos",  # [u, t, 3, h, w]
+    "audio": "audio_values",  # whisper: [u, mel, frames]; hubert/wavlm: [u, samples]
+    "face": "face_pixel_values",  # [u, t, 3, s, s]
+    "au": "au_features",  # [u, t, f]
+}
+
+
+class AffectLlmConfig(PreTrainedConfig):
+    r"""Configuration of :class:`AffectLlmForConditionalGeneration`.
+
+    Args:
+        text_config: config of the causal LM backbone (any `AutoModelForCausalLM` architecture).
+        vision_config: config of the video-frame tower (`clip_vision_model`, `siglip_vision_model`); None = no video.
+        audio_config: config of the audio encoder (`whisper`, `hubert`, `wavlm`, `wav2vec2`); None = no audio.
+        face_config: config of the face-crop tower (a vision config); None = no face crops.
+        au_feature_dim: length of the per-frame AU/landmark vector (0 = no AU modality).
+        media_tokens: LLM tokens each modality contributes per clip (the pooler's output length), incl. "fusion".
+        pooling: pooler name per modality ("mean" parameter-free, "attention" learned queries).
+        projector_depth: MLP depth of each projector (1 = linear).
+        prefusion: add an AffectGPT-style pre-fusion block: learned queries attend over a clip's projected video
+            and audio tokens and give `media_tokens["fusion"]` extra tokens (only for clips with both).
+        freeze_encoders: default trainable policy for the encoders (frozen encoders run under no_grad).
+        media_token_ids: token id of each placeholder string in the tokenizer (set by the builder).
+    """
+
+    model_type = "affectllm"
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model", optional=True),
+        "audio_config": SubConfigSpec(config_class=AutoConfig, model_type="whisper", optional=True),
+        "face_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model", optional=True),
+    }
+
+    text_config: dict | PreTrainedConfig | None = None
+    vision_config: dict | PreTrainedConfig | None = None
+    audio_config: dict | PreTrainedConfig | None = None
+    face_config: dict | PreTrainedConfig | None = None
+    au_feature_dim: int = 0
+    media_tokens: dict | None = None
+    pooling: dict | None = None
+    projector_depth: int = 2
+    projector_hidden_act: str = "gelu"
+    prefusion: bool = False
+    freeze_encoders: bool = True
+    media_token_ids: dict | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.media_tokens = {"video": 8, "audio": 8, "face": 8, "au": 8, "fusion": 1, **(self.media_tokens or {})}
+        self.pooling = {m: "mean" for m in ENCODED_MODALITIES} | (self.pooling or {})
+        self.media_token_ids = dict(self.media_token_ids or {})
+        # The LLM's own tying decides; the composite must not force it on or off.
+        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+
+    def encoder_config(self, modality: str) -> PreTrainedConfig | None:
+        """The sub-config of the tower that encodes ``modality`` (None for "au", which has no tower)."""
+        return {"video": self.vision_config, "audio": self.audio_config, "face": self.face_config}.get(modality)
+
+    def enabled_modalities(self) -> list[str]:
+        """Modalities this model can take (fusion included when pre-fusion is on and video + audio exist)."""
+        out = [m for m in ("video", "audio", "face") if self.encoder_config(m) is not None]
+        if self.au_feature_dim > 0:
+            out.append("au")
+        if self.prefusion and "video" in out and "audio" in out:
+            out.append("fusion")
+        return out

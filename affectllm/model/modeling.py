@@ -1,0 +1,227 @@
+"""`AffectLlmForConditionalGeneration`: encoders -> poolers -> projectors -> placeholder splice -> causal LM.
+
+The model is a plain transformers ``PreTrainedModel`` built by composition, so ``save_pretrained`` /
+``from_pretrained``, ``generate``, PEFT, TRL, accelerate and DeepSpeed treat it like any HF model.
+
+Media arrive per modality as the *unique* clips of the batch plus an optional index (``video_index`` etc.) that maps
+each placeholder run, in row order, to its clip. A GRPO group of G completions of one clip therefore encodes the clip
+once and reuses the features G times; without an index every run gets its own clip.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+
+from .configuration import ENCODED_MODALITIES, MEDIA_INPUT_NAMES, AffectLlmConfig
+from .encoders import build_encoder
+from .encoders.face import AuEncoder
+from .fusion import PreFusion, rows_with, scatter_media
+from .pooling import AttentionPooler, build_pooler
+from .projector import MlpProjector
+
+# Keyword arguments that carry media; generation passes them on the first (prefill) step only.
+MEDIA_KWARGS: tuple[str, ...] = (
+    *MEDIA_INPUT_NAMES.values(),
+    *(f"{m}_index" for m in ENCODED_MODALITIES),
+    "media_features",
+)
+
+
+class AffectLlmPreTrainedModel(PreTrainedModel):
+    config: AffectLlmConfig
+    config_class = AffectLlmConfig
+    base_model_prefix = ""
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _skip_keys_device_placement = ["past_key_values"]
+    input_modalities = ("video", "audio", "text")
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, (AttentionPooler, PreFusion)):
+            init.normal_(module.queries, mean=0.0, std=0.02)
+
+
+class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixin):
+    """Multimodal emotion LLM. See the module docstring for the media contract.
+
+    Args:
+        config: the composite config.
+        language_model: an already-built (e.g. pretrained) causal LM; built from ``config.text_config`` if None.
+        towers: already-built encoders by modality ("video", "audio", "face"); built from their configs if absent.
+    """
+
+    def __init__(self, config: AffectLlmConfig, language_model: nn.Module | None = None,
+                 towers: dict[str, nn.Module] | None = None) -> None:
+        if config._attn_implementation is None:  # a composite config resets its sub-configs' kernel to None
+            config._attn_implementation = "sdpa"
+        super().__init__(config)
+        towers = towers or {}
+        self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
+        llm_dim = config.text_config.hidden_size
+        self.encoders = nn.ModuleDict()
+        for m in ("video", "audio", "face"):
+            sub = config.encoder_config(m)
+            if sub is not None:
+                self.encoders[m] = towers.get(m) or build_encoder(sub)
+        if config.au_feature_dim > 0:
+            self.encoders["au"] = AuEncoder.from_config(config)
+        self.poolers = nn.ModuleDict({
+            m: build_pooler(config.pooling[m], enc.hidden_size, config.media_tokens[m])
+            for m, enc in self.encoders.items()
+        })
+        self.projectors = nn.ModuleDict({
+            m: MlpProjector(enc.hidden_size, llm_dim, config.projector_depth, config.projector_hidden_act)
+            for m, enc in self.encoders.items()
+        })
+        self.prefusion = PreFusion(llm_dim, config.media_tokens["fusion"]) if (
+            "fusion" in config.enabled_modalities()) else None
+        self.post_init()
+
+    # -- embeddings delegate to the LLM -------------------------------------------------------------------------
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
+
+    def get_decoder(self) -> nn.Module:
+        return self.language_model.get_decoder()
+
+    # -- media ----------------------------------------------------------------------------------------------------
+    def encode_media(self, modality: str, values: torch.Tensor) -> torch.Tensor:
+        """Raw encoder output for ``u`` unique clips: ``values`` (see MEDIA_INPUT_NAMES) -> ``[u, l, d]``.
+
+        Frozen encoders run under ``no_grad``; their outputs are what the feature cache stores (pooling and
+        projection come after, because they train).
+        """
+        encoder = self.encoders[modality]
+        if any(p.requires_grad for p in encoder.parameters()):
+            return encoder(values)
+        with torch.no_grad():
+            return encoder(values)
+
+    def project_media(self, modality: str, features: torch.Tensor) -> torch.Tensor:
+        """Pool and project encoder output: ``[u, l, d]`` -> ``[u, k, D]`` (D = LLM hidden size)."""
+        pooled = self.poolers[modality](features.to(self.projectors[modality].net[0].weight.dtype))
+        return self.projectors[modality](pooled)
+
+    def _media_rows(self, modality: str, media: dict[str, Any]) -> torch.Tensor | None:
+        """Projected features per placeholder run for one modality, ``[r, k, D]``, or None if none given."""
+        cached = (media.get("media_features") or {}).get(modality)
+        values = media.get(MEDIA_INPUT_NAMES[modality])
+        if cached is None and values is None:
+            return None
+        if modality not in self.encoders:
+            raise ValueError(f"{modality} inputs given but this model has no {modality} encoder")
+        features = cached if cached is not None else self.encode_media(modality, values)
+        projected = self.project_media(modality, features)  # [u, k, D]
+        index = media.get(f"{modality}_index")
+        return projected if index is None else projected[index.to(projected.device)]
+
+    def merge_media(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, **media: Any) -> torch.Tensor:
+        """Splice every modality's features into ``inputs_embeds [b, s, D]`` at its placeholder tokens."""
+        ids = self.config.media_token_ids
+        per_row: dict[str, torch.Tensor] = {}
+        for m in ENCODED_MODALITIES:
+            rows = self._media_rows(m, media)
+            token_id = ids.get(m)
+            if rows is None:
+                if token_id is not None and bool((input_ids == token_id).any()):
+                    n = int((input_ids == token_id).sum())
+                    raise ValueError(f"{m}: {n} placeholder tokens in input_ids but 0 feature vectors (no {m} input)")
+                continue
+            inputs_embeds = scatter_media(inputs_embeds, input_ids, token_id, rows, m)
+            per_row[m] = rows
+        fusion_id = ids.get("fusion")
+        if self.prefusion is not None and fusion_id is not None and bool((input_ids == fusion_id).any()):
+            fused = self._fuse(input_ids, per_row)  # [r, k, D]
+            inputs_embeds = scatter_media(inputs_embeds, input_ids, fusion_id, fused, "fusion")
+        return inputs_embeds
+
+    def _fuse(self, input_ids: torch.Tensor, per_row: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pre-fusion tokens for the rows that carry a fusion placeholder (each must have video and audio)."""
+        ids = self.config.media_token_ids
+        rows_f = rows_with(input_ids, ids["fusion"])
+        picked = []
+        for m in ("video", "audio"):
+            rows_m = rows_with(input_ids, ids[m])
+            pos = torch.searchsorted(rows_m, rows_f).clamp(max=max(len(rows_m) - 1, 0))
+            if m not in per_row or len(rows_m) == 0 or not torch.equal(rows_m[pos], rows_f):
+                raise ValueError(f"fusion: a row with a <fusion> placeholder has no {m}; fusion needs video and audio")
+            picked.append(per_row[m][pos])
+        return self.prefusion(*picked)
+
+    # -- forward / generate -----------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Any = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        audio_values: torch.FloatTensor | None = None,
+        face_pixel_values: torch.FloatTensor | None = None,
+        au_features: torch.FloatTensor | None = None,
+        video_index: torch.LongTensor | None = None,
+        audio_index: torch.LongTensor | None = None,
+        face_index: torch.LongTensor | None = None,
+        au_index: torch.LongTensor | None = None,
+        media_features: dict[str, torch.Tensor] | None = None,
+        **kwargs: Any,
+    ):
+        """Causal-LM forward with media spliced in at placeholder tokens.
+
+        Args:
+            input_ids: ``[b, s]`` with placeholders expanded by the processor.
+            pixel_values_videos: ``[u, t, 3, h, w]``; audio_values: ``[u, mel, frames]`` or ``[u, samples]``;
+                face_pixel_values: ``[u, t, 3, s, s]``; au_features: ``[u, t, f]``.
+            video_index / audio_index / face_index / au_index: ``[r]`` clip index per placeholder run (row order).
+            media_features: precomputed (cached) encoder outputs ``{modality: [u, l, d]}``, used instead of
+                running that modality's encoder.
+
+        Returns:
+            ``CausalLMOutputWithPast`` of the backbone (``logits [b, s, V]``, ``loss`` when labels are given).
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+            inputs_embeds = self.merge_media(
+                input_ids, inputs_embeds, pixel_values_videos=pixel_values_videos, audio_values=audio_values,
+                face_pixel_values=face_pixel_values, au_features=au_features, video_index=video_index,
+                audio_index=audio_index, face_index=face_index, au_index=au_index, media_features=media_features,
+            )
+        return self.language_model(
+            attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+
+    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, *args: Any,
+                                      is_first_iteration: bool | None = False, **kwargs: Any) -> dict[str, Any]:
+        """Pass media only on the prefill step; later steps read them from the KV cache."""
+        inputs = super().prepare_inputs_for_generation(input_ids, *args, is_first_iteration=is_first_iteration,
+                                                       **kwargs)
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            for key in MEDIA_KWARGS:
+                inputs.pop(key, None)
+        return inputs

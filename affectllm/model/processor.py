@@ -1,0 +1,171 @@
+"""`AffectLlmProcessor`: tokenizer + chat template + media processing with placeholder expansion.
+
+A prompt names each medium of its clip once (``<video>``, ``<audio>``, ``<face>``, ``<au>``); the processor expands
+each placeholder to the number of LLM tokens the model gives that modality, adds ``<fusion>`` after the audio block
+when the model pre-fuses audio and video, and turns raw media into the model's tensors. A clip without a modality
+simply has no placeholder for it: no tokens, no zeros.
+
+Rows that share a clip (a GRPO group) can pass ``clip_ids``: each unique clip is then processed and encoded once and
+``<modality>_index`` maps rows to clips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import BatchFeature, ProcessorMixin
+
+from .configuration import MEDIA_INPUT_NAMES, MEDIA_TOKENS
+
+SPECIAL_TOKENS: dict[str, str] = {"bos": "<|im_start|>", "eos": "<|im_end|>", "pad": "<|pad|>"}
+# ChatML; content is a string that may contain media placeholders.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>'"
+    " + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+SAMPLE_RATE = 16000
+
+
+def media_prefix(present: Sequence[str]) -> str:
+    """The placeholders for a clip's present modalities, in canonical order (``"<video><audio>"``)."""
+    return "".join(MEDIA_TOKENS[m] for m in ("video", "audio", "face", "au") if m in present)
+
+
+def _resample_time(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Bring per-clip sequences ``[t_i, ...]`` to a common length (the longest) by nearest-index repetition."""
+    t = max(len(a) for a in arrays)
+    return [a if len(a) == t else a[np.round(np.linspace(0, len(a) - 1, t)).astype(int)] for a in arrays]
+
+
+class AffectLlmProcessor(ProcessorMixin):
+    """Processor of :class:`AffectLlmForConditionalGeneration`.
+
+    Args:
+        image_processor: frames -> normalised pixels for the video tower.
+        face_image_processor: face crops -> normalised pixels for the face tower.
+        feature_extractor: 16 kHz waveforms -> audio encoder input (Whisper log-mel, or waveform for HuBERT-style).
+        tokenizer: the LLM's tokenizer, with the media placeholders added as special tokens.
+        media_tokens: LLM tokens per modality (must equal the model config's ``media_tokens``).
+        modalities: the modalities the model takes (``config.enabled_modalities()``).
+    """
+
+    def __init__(self, image_processor=None, face_image_processor=None, feature_extractor=None, tokenizer=None,
+                 media_tokens: dict[str, int] | None = None, modalities: list[str] | None = None,
+                 chat_template: str | None = None, **kwargs: Any) -> None:
+        self.media_tokens = dict(media_tokens or {"video": 8, "audio": 8, "face": 8, "au": 8, "fusion": 1})
+        self.modalities = list(modalities or ["video", "audio", "face", "au"])
+        super().__init__(image_processor, face_image_processor, feature_extractor, tokenizer,
+                         chat_template=chat_template or getattr(tokenizer, "chat_template", None) or CHAT_TEMPLATE)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", *MEDIA_INPUT_NAMES.values(),
+                *(f"{m}_index" for m in MEDIA_INPUT_NAMES)]
+
+    def media_token_ids(self) -> dict[str, int]:
+        """Token id of each placeholder in the tokenizer."""
+        return {m: self.tokenizer.convert_tokens_to_ids(t) for m, t in MEDIA_TOKENS.items()}
+
+    def _check_rows(self, texts: list[str], media: dict[str, list]) -> None:
+        for i, text in enumerate(texts):
+            for m, items in media.items():
+                n = text.count(MEDIA_TOKENS[m])
+                has = items[i] is not None
+                if n > 1:
+                    raise ValueError(f"row {i}: {MEDIA_TOKENS[m]} appears {n} times; one clip per row")
+                if n == 1 and not has:
+                    raise ValueError(f"row {i}: text has {MEDIA_TOKENS[m]} but no {m} input was given for it")
+                if has and n == 0:
+                    raise ValueError(f"row {i}: {m} input given but the text has no {MEDIA_TOKENS[m]} placeholder")
+                if has and m not in self.modalities:
+                    raise ValueError(f"row {i}: this model takes no {m} (it takes {', '.join(self.modalities)})")
+            if MEDIA_TOKENS["fusion"] in text:
+                raise ValueError(f"row {i}: {MEDIA_TOKENS['fusion']} is added by the processor; remove it")
+
+    def _expand(self, text: str) -> str:
+        for m in ("video", "audio", "face", "au"):
+            text = text.replace(MEDIA_TOKENS[m], MEDIA_TOKENS[m] * self.media_tokens[m])
+        if "fusion" in self.modalities and MEDIA_TOKENS["video"] in text and MEDIA_TOKENS["audio"] in text:
+            block = MEDIA_TOKENS["audio"] * self.media_tokens["audio"]
+            text = text.replace(block, block + MEDIA_TOKENS["fusion"] * self.media_tokens["fusion"], 1)
+        return text
+
+    @staticmethod
+    def _unique(items: list, clip_ids: Sequence[str] | None) -> tuple[list, list[int] | None]:
+        """Present items -> (unique items, index per present row or None when every row is its own clip)."""
+        rows = [i for i, x in enumerate(items) if x is not None]
+        if clip_ids is None:
+            return [items[i] for i in rows], None
+        first: dict[str, int] = {}
+        unique, index = [], []
+        for i in rows:
+            key = str(clip_ids[i])
+            if key not in first:
+                first[key] = len(unique)
+                unique.append(items[i])
+            index.append(first[key])
+        return unique, index
+
+    def _frames(self, processor: Any, clips: list[np.ndarray]) -> torch.Tensor:
+        """Clips of frames ``[t, h, w, 3]`` uint8 -> ``[u, t, 3, s, s]``."""
+        clips = _resample_time([np.asarray(c) for c in clips])
+        out = [processor(images=list(c), return_tensors="pt")["pixel_values"] for c in clips]
+        return torch.stack(out)
+
+    def _audio(self, waves: list[np.ndarray]) -> torch.Tensor:
+        feats = self.feature_extractor([np.asarray(w, dtype=np.float32) for w in waves], sampling_rate=SAMPLE_RATE,
+                                       return_tensors="pt", padding="max_length" if self._is_whisper() else True)
+        return feats["input_features"] if "input_features" in feats else feats["input_values"]
+
+    def _is_whisper(self) -> bool:
+        return "input_features" in getattr(self.feature_extractor, "model_input_names", [])
+
+    def __call__(self, text: str | list[str], videos: list | None = None, audios: list | None = None,
+                 faces: list | None = None, au_features: list | None = None, clip_ids: Sequence[str] | None = None,
+                 padding: bool | str = True, return_tensors: str = "pt", **tokenizer_kwargs: Any) -> BatchFeature:
+        """Tokenize prompts and process their media.
+
+        Args:
+            text: one prompt or a batch; each names its clip's media with placeholders.
+            videos: per row, frames ``[t, h, w, 3]`` uint8 or None.
+            audios: per row, a 16 kHz mono waveform ``[n]`` or None.
+            faces: per row, face crops ``[t, s, s, 3]`` uint8 or None.
+            au_features: per row, per-frame AU/landmark vectors ``[t, f]`` or None.
+            clip_ids: per row, an id; rows with the same id share (and encode once) one clip.
+
+        Returns:
+            ``input_ids``, ``attention_mask`` ``[b, s]`` and, per present modality, its media tensor over unique clips
+            plus ``<modality>_index`` when ``clip_ids`` is given.
+        """
+        texts = [text] if isinstance(text, str) else list(text)
+        b = len(texts)
+        media = {m: (list(x) if x is not None else [None] * b)
+                 for m, x in (("video", videos), ("audio", audios), ("face", faces), ("au", au_features))}
+        for m, items in media.items():
+            if len(items) != b:
+                raise ValueError(f"{m}: {len(items)} items for {b} prompts; pass None for rows without {m}")
+        self._check_rows(texts, media)
+        # Left padding always: decoder-only generation continues from the last position of every row.
+        tokenizer_kwargs.setdefault("padding_side", "left")
+        data: dict[str, Any] = dict(self.tokenizer([self._expand(t) for t in texts], padding=padding,
+                                                   return_tensors=return_tensors, add_special_tokens=False,
+                                                   **tokenizer_kwargs))
+        for m, items in media.items():
+            unique, index = self._unique(items, clip_ids)
+            if not unique:
+                continue
+            if m == "video":
+                data[MEDIA_INPUT_NAMES[m]] = self._frames(self.image_processor, unique)
+            elif m == "face":
+                data[MEDIA_INPUT_NAMES[m]] = self._frames(self.face_image_processor, unique)
+            elif m == "audio":
+                data[MEDIA_INPUT_NAMES[m]] = self._audio(unique)
+            else:
+                data[MEDIA_INPUT_NAMES[m]] = torch.tensor(np.stack(_resample_time(
+                    [np.asarray(a, dtype=np.float32) for a in unique])))
+            if index is not None:
+                data[f"{m}_index"] = torch.tensor(index, dtype=torch.long)
+        return BatchFeature(data=data)

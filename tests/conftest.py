@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny random model built once per session, and synthetic media arrays."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, processor) of the tiny preset, eval mode, seed 0."""
+    from affectllm.model.build import build_model
+
+    model, processor = build_model(seed=0)
+    model.eval()
+    return model, processor
+
+
+@pytest.fixture(scope="session")
+def media():
+    """One synthetic clip's media: frames, 16 kHz audio, face crops, AU vectors."""
+    rng = np.random.default_rng(0)
+    return {
+        "video": rng.integers(0, 255, (6, 40, 48, 3), dtype=np.uint8),
+        "audio": (0.1 * rng.standard_normal(16000 * 2)).astype(np.float32),
+        "face": rng.integers(0, 255, (6, 24, 24, 3), dtype=np.uint8),
+        "au": rng.random((6, 32)).astype(np.float32),
+    }
