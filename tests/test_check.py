@@ -131,3 +131,12 @@ def test_print_is_capped(media: Path, capsys: pytest.CaptureFixture[str]) -> Non
     path = _manifest(media / "many.jsonl", [{"id": str(i), "video": f"x{i}.mp4"} for i in range(5)])
     assert check_main(str(path), probe=False, max_print=2) == 1
     assert "and 3 more problems" in capsys.readouterr().out
+
+
+def test_own_pyav_probe_when_media_decode_is_absent(media: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import affectllm.data.check as check
+
+    monkeypatch.setattr(check, "_house_probe", lambda: None)
+    assert probe_file(str(media / "a.mp4"), "video").width == 32
+    assert "no audio stream" in probe_file(str(media / "a.mp4"), "audio").error
+    assert "cannot be opened" in probe_file(str(media / "junk.mp4"), "video").error

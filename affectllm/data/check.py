@@ -3,7 +3,8 @@
 Each problem is printed with the manifest's line number and the field at fault; the exit status is 1 when any row
 has an error (warnings alone exit 0) and 2 when the manifest itself cannot be read.
 
-The probe opens each video/audio file with PyAV (``av``), reads its streams and duration, and checks that a
+The probe opens each video/audio file with :func:`affectllm.media.decode.probe` when that module is importable,
+else with PyAV (``av``) directly, reads its streams and duration, and checks that a
 ``video`` has a video stream and an ``audio`` an audio stream. It decodes nothing, so it is fast (a few ms a file);
 files shared by several rows are probed once, in a small thread pool (PyAV releases the GIL while it demuxes).
 """
@@ -69,8 +70,42 @@ def probe_file(path: str, kind: str, open_media: bool = True) -> MediaInfo:
         return info
     if not open_media:
         return info
+    media_probe = _house_probe()
+    if media_probe is not None:
+        _fill_from_house_probe(info, *media_probe)
+    else:
+        _fill_from_pyav(info)
+    if info.error is None and kind not in info.streams:
+        found = ", ".join(info.streams) or "none"
+        info.error = f"has no {kind} stream (streams: {found})"
+        info.hint = f"move it to the field of the stream it has, or give a file with {kind}"
+    return info
+
+
+def _house_probe() -> tuple[Any, type[Exception]] | None:
+    """``affectllm.media.decode.probe`` and its error type when that module is importable, else None."""
+    try:
+        from affectllm.media import decode
+    except ImportError:
+        return None
+    probe = getattr(decode, "probe", None)
+    return (probe, getattr(decode, "MediaError", OSError)) if callable(probe) else None
+
+
+def _fill_from_house_probe(info: MediaInfo, probe: Any, error: type[Exception]) -> None:
+    try:
+        found = probe(info.path)
+    except (error, OSError) as err:
+        info.error, info.hint = f"cannot be opened as media: {err}", "re-encode (ffmpeg -i IN OUT.mp4) or replace it"
+        return
+    info.streams = [k for k, has in (("video", found.has_video), ("audio", found.has_audio)) if has]
+    info.duration, info.width, info.height = found.duration_s, found.width, found.height
+
+
+def _fill_from_pyav(info: MediaInfo) -> None:
     import av  # lazy: `data check --no-probe` and manifest users never pay for PyAV
 
+    path = info.path
     try:
         with av.open(path, metadata_errors="ignore") as container:
             info.streams = [s.type for s in container.streams]
@@ -81,12 +116,6 @@ def probe_file(path: str, kind: str, open_media: bool = True) -> MediaInfo:
                 info.width, info.height = video.codec_context.width, video.codec_context.height
     except (av.FFmpegError, OSError, ValueError) as err:
         info.error, info.hint = f"cannot be opened as media: {err}", "re-encode (ffmpeg -i IN OUT.mp4) or replace it"
-        return info
-    if kind not in info.streams:
-        found = ", ".join(info.streams) or "none"
-        info.error = f"has no {kind} stream (streams: {found})"
-        info.hint = f"move it to the field of the stream it has, or give a file with {kind}"
-    return info
 
 
 @dataclass
