@@ -54,6 +54,7 @@ CREMAD_SENTENCES: dict[str, str] = {
     "TSI": "The surface is slick.",
     "WSI": "We'll stop in a couple of minutes.",
 }
+_CREMAD_VOTES: dict[str, str] = {code[0]: name for code, name in CREMAD_EMOTIONS.items()}  # A, D, F, H, N, S
 _CREMAD_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 
 IEMOCAP_LABELS: dict[str, str] = {
@@ -161,7 +162,7 @@ def load_cremad(root: str | Path, labels: str = "intended", test_actors: tuple[i
         names = [CREMAD_EMOTIONS[emo]]
         if votes:
             vote, _ = votes.get(stem, ("", ""))
-            names = [CREMAD_EMOTIONS.get(v.strip().upper()[:3], v.strip().lower()) for v in vote.split(":") if v]
+            names = [_CREMAD_VOTES.get(v.strip().upper(), v.strip().lower()) for v in vote.split(":") if v.strip()]
         out.clips.append(
             Clip(
                 id=f"cremad/{stem}",
