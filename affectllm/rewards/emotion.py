@@ -1,0 +1,103 @@
+"""``[ew]`` emotion-wheel F per sample and ``[label]`` single-label match.
+
+>>> ew_reward(["<answer>joyful, scared</answer>", "<answer>happy</answer>", "garbage"], labels=[["happy"]] * 3)
+[0.6667, 1.0, 0.0]
+>>> ew_reward(["<answer>happy</answer>"], labels=["[xyzzy]"])  # gold maps to nothing: None; else range [0, 1]
+[None]
+>>> label_reward(["<answer>Joyful</answer>", "<answer>joyful</answer>"], emotion=["happy", "happy"])
+[1.0, 1.0]
+>>> label_reward(["<answer>joyful</answer>"], emotion=["happy"], mode="exact")  # range {0, 1}
+[0.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from affectllm.metrics import ew_sample_f
+from affectllm.parsing import clean_label
+from affectllm.rewards.common import column, gold_labels, parse_all, reward
+from affectllm.taxonomy import Taxonomy, get_taxonomy
+
+LABEL_MODES = ("normalised", "exact")
+
+
+def _taxonomy(taxonomy: Taxonomy | None, wheel_dir: str | None, table: str) -> Taxonomy:
+    return taxonomy if taxonomy is not None else get_taxonomy(wheel_dir, table)
+
+
+@reward("ew", columns=("labels", "emotion"))
+def ew_reward(
+    completions: Sequence[Any],
+    *,
+    labels: Sequence[Any] | None = None,
+    emotion: Sequence[Any] | None = None,
+    level: str = "level1",
+    taxonomy: Taxonomy | None = None,
+    wheel_dir: str | None = None,
+    table: str = "mer2026",
+    **kwargs: Any,
+) -> list[float | None]:
+    """Per-sample EW F of the ``<answer>`` labels vs the gold labels, averaged over wheels (rounded to 4 places).
+
+    Args:
+        completions: strings or conversational message lists.
+        labels: gold column: label lists or MER list-as-strings (``emotion`` is used where a row has none).
+        emotion: gold column for single-label rows.
+        level: ``"level1"`` or ``"level2"``.
+        taxonomy: a loaded taxonomy; else the built-in one, or the MER tables when ``wheel_dir`` is set.
+        wheel_dir: folder of the MER tables; ``table`` picks ``"mer2026"`` or ``"mer2025"`` word forms.
+
+    Returns:
+        Values in [0, 1]; None where the gold set maps to nothing on every wheel.
+    """
+    tax = _taxonomy(taxonomy, wheel_dir, table)
+    n = len(completions)
+    out: list[float | None] = []
+    for pred, gold, single in zip(parse_all(completions), column(labels, n), column(emotion, n), strict=True):
+        score = ew_sample_f(pred.labels, gold_labels(gold, single), tax, level)
+        out.append(None if score is None else round(score, 4))
+    return out
+
+
+@reward("label", columns=("emotion", "labels"))
+def label_reward(
+    completions: Sequence[Any],
+    *,
+    emotion: Sequence[Any] | None = None,
+    labels: Sequence[Any] | None = None,
+    mode: str = "normalised",
+    wheel: str | None = None,
+    level: str = "level1",
+    taxonomy: Taxonomy | None = None,
+    wheel_dir: str | None = None,
+    table: str = "mer2026",
+    **kwargs: Any,
+) -> list[float | None]:
+    """1.0 when the first answered label matches the single gold label, else 0.0; None without a gold label.
+
+    ``exact`` compares cleaned strings (lower-case, trimmed); ``normalised`` compares wheel clusters (``wheel``,
+    default the first wheel, at ``level``), falling back to the cleaned strings where either side maps to nothing.
+    Only the first label counts, so listing many labels does not help.
+    """
+    if mode not in LABEL_MODES:
+        raise ValueError(f"mode must be one of {LABEL_MODES}, got {mode!r}")
+    tax = _taxonomy(taxonomy, wheel_dir, table) if mode == "normalised" else None
+    n = len(completions)
+    out: list[float | None] = []
+    for pred, single, multi in zip(parse_all(completions), column(emotion, n), column(labels, n), strict=True):
+        gold = gold_labels(None, single) or gold_labels(multi, None)
+        if not gold:
+            out.append(None)
+            continue
+        if not pred.labels:
+            out.append(0.0)
+            continue
+        p, g = clean_label(pred.labels[0]), clean_label(gold[0])
+        if tax is not None:
+            p_c, g_c = tax.normalize(p, wheel, level), tax.normalize(g, wheel, level)
+            if p_c is not None and g_c is not None:
+                p, g = p_c, g_c
+        out.append(float(p == g))
+    return out
