@@ -20,6 +20,18 @@ def _demo(a: argparse.Namespace) -> int:
     return demo_main(a.out, n=a.n, seed=a.seed)
 
 
+def _data_check(a: argparse.Namespace) -> int:
+    from .data.check import check_main
+
+    return check_main(a.manifest, probe=a.probe, workers=a.workers, max_print=a.max_print)
+
+
+def _data_import(a: argparse.Namespace) -> int:
+    from .data.datasets import prep_dataset_main
+
+    return prep_dataset_main(a.name, a.root, a.out, options=a.options)
+
+
 def _add(sub: Any, name: str, help_text: str, fn: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text, description=help_text)
     parser.set_defaults(func=fn)
@@ -35,6 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     p.add_argument("--n", type=int, default=24, help="number of synthetic clips (default: 24)")
     p.add_argument("--seed", type=int, default=0)
+
+    data = _add(sub, "data", "Data: synthesize EmoWorld, import datasets, check and prepare manifests.", lambda a: 2)
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    p = _add(dsub, "check", "Validate every manifest row and probe every media file; exit 1 if any row is bad.",
+             _data_check)
+    p.add_argument("manifest")
+    p.add_argument("--no-probe", dest="probe", action="store_false",
+                   help="check existence/readability only, don't open media")
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--max-print", type=int, default=200, help="print at most this many problems")
+    p = _add(dsub, "import", "Turn a dataset's official release folder into a manifest (nothing is downloaded).",
+             _data_import)
+    p.add_argument("name", help="dataset name (see data_cards/README.md)")
+    p.add_argument("root", help="the release folder you obtained")
+    p.add_argument("--out", required=True, help="manifest to write")
+    p.add_argument("options", nargs="*", help="loader options key=value, e.g. fold=2 test_actors=21,22,23,24")
 
     model = _add(sub, "model", "Model utilities.", lambda a: 2)
     msub = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
