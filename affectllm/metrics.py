@@ -241,7 +241,8 @@ def reliability_diagram(confidences: Sequence[float], correct: Sequence[bool], n
     """
     bins: list[list[tuple[float, float]]] = [[] for _ in range(n_bins)]
     for c, y in _check_conf(confidences, correct):
-        bins[max(0, math.ceil(c * n_bins) - 1)].append((c, y))
+        # round() first: 0.3 * 10 is 3.0000000000000004, which must stay in the bin (0.2, 0.3].
+        bins[max(0, math.ceil(round(c * n_bins, 9)) - 1)].append((c, y))
     return [
         {
             "lo": i / n_bins,

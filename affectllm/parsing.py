@@ -47,7 +47,8 @@ _OPEN = {t: re.compile(rf"<\s*{t}\s*>", re.IGNORECASE) for t in TAGS}
 _CLOSE = {t: re.compile(rf"<\s*/\s*{t}\s*>", re.IGNORECASE) for t in TAGS}
 _ANY_TAG = re.compile(r"<\s*/?\s*(?:think|answer|confidence)\s*>", re.IGNORECASE)
 _LABEL_SPLIT = re.compile(r"[,;/|\n\t]+|\s+(?:and|or)\s+|\s*&\s*", re.IGNORECASE)
-_LABEL_TRIM = " \t\r\n.!?:'\"`*_()[]{}<>-–—•·0123456789"
+_LABEL_TRIM = " \t\r\n.!?:'\"`*_()[]{}<>-–—•·"
+_LIST_MARKER = re.compile(r"^\s*(?:\(?\d{1,2}[.)]|[-*•·])\s+")
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?$", re.IGNORECASE)
 _CONF_WORDS = {"very low", "low", "medium", "moderate", "high", "very high", "certain", "uncertain", "unsure"}
 _AU = re.compile(r"(?<![A-Za-z0-9])(?:[LRU]\s?)?AU\s?0*(\d{1,2})[A-E]?(?![0-9])", re.IGNORECASE)
@@ -82,7 +83,7 @@ def _find_block(text: str, tag: str, errors: list[str]) -> tuple[str | None, int
 
 def clean_label(label: str) -> str:
     """Lower-case, trim punctuation/quotes/numbering, collapse inner white space (``" 1. Happy!" -> "happy"``)."""
-    return _WS.sub(" ", label.strip(_LABEL_TRIM).lower())
+    return _WS.sub(" ", _LIST_MARKER.sub("", label).strip(_LABEL_TRIM).lower())
 
 
 def split_labels(answer: str) -> list[str]:
