@@ -168,7 +168,7 @@ def test_lora_attaches_to_the_llm_only():
     peft_model = apply_trainable_policy(model, llm_mode="lora")
     lora_names = [n for n, _ in peft_model.named_parameters() if "lora_" in n]
     assert lora_names, "no LoRA parameters were created"
-    assert all(".language_model." in n for n in lora_names), [n for n in lora_names if ".language_model." not in n]
+    assert all(".model.language_model." in n for n in lora_names), [n for n in lora_names if "language_model" not in n]
     # the encoders have linear layers named like the LLM's (q_proj, v_proj...), and must stay untouched
     assert any("encoders.video" in n and "q_proj" in n for n, _ in peft_model.named_parameters())
 
@@ -179,10 +179,11 @@ def test_full_and_frozen_llm_modes():
 
     model, _ = build_model(seed=3)
     apply_trainable_policy(model, llm_mode="full")
-    assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith("language_model."))
+    llm = ("model.language_model.", "lm_head.")
+    assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith(llm))
     apply_trainable_policy(model, llm_mode="frozen", train_encoders=True)
-    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith("language_model."))
-    assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith("encoders.video"))
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith(llm))
+    assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith("model.encoders.video"))
     counts = count_parameters(model)
     assert 0 < counts["trainable"] < counts["total"]
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration import ENCODED_MODALITIES, MEDIA_INPUT_NAMES, AffectLlmConfig
 from .encoders import build_encoder
@@ -35,7 +36,7 @@ MEDIA_KWARGS: tuple[str, ...] = (
 class AffectLlmPreTrainedModel(PreTrainedModel):
     config: AffectLlmConfig
     config_class = AffectLlmConfig
-    base_model_prefix = ""
+    base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -50,12 +51,12 @@ class AffectLlmPreTrainedModel(PreTrainedModel):
             init.normal_(module.queries, mean=0.0, std=0.02)
 
 
-class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixin):
-    """Multimodal emotion LLM. See the module docstring for the media contract.
+class AffectLlmModel(AffectLlmPreTrainedModel):
+    """Encoders, poolers, projectors, pre-fusion and the LLM backbone (no LM head): returns hidden states.
 
     Args:
         config: the composite config.
-        language_model: an already-built (e.g. pretrained) causal LM; built from ``config.text_config`` if None.
+        language_model: an already-built (e.g. pretrained) LLM backbone; built from ``config.text_config`` if None.
         towers: already-built encoders by modality ("video", "audio", "face"); built from their configs if absent.
     """
 
@@ -65,7 +66,7 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
             config._attn_implementation = "sdpa"
         super().__init__(config)
         towers = towers or {}
-        self.language_model = language_model or AutoModelForCausalLM.from_config(config.text_config)
+        self.language_model = language_model or AutoModel.from_config(config.text_config)
         llm_dim = config.text_config.hidden_size
         self.encoders = nn.ModuleDict()
         for m in ("video", "audio", "face"):
@@ -86,21 +87,11 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
             "fusion" in config.enabled_modalities()) else None
         self.post_init()
 
-    # -- embeddings delegate to the LLM -------------------------------------------------------------------------
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
-
-    def get_output_embeddings(self) -> nn.Module:
-        return self.language_model.get_output_embeddings()
-
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        self.language_model.set_output_embeddings(value)
-
-    def get_decoder(self) -> nn.Module:
-        return self.language_model.get_decoder()
 
     # -- media ----------------------------------------------------------------------------------------------------
     def encode_media(self, modality: str, values: torch.Tensor) -> torch.Tensor:
@@ -166,6 +157,88 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
             picked.append(per_row[m][pos])
         return self.prefusion(*picked)
 
+    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.LongTensor | None = None, past_key_values: Any = None,
+                inputs_embeds: torch.FloatTensor | None = None, use_cache: bool | None = None,
+                media_features: dict[str, torch.Tensor] | None = None, **kwargs: Any):
+        """Backbone forward with media spliced in; returns the backbone's output (``last_hidden_state [b, s, D]``).
+
+        Media keyword arguments (see :data:`MEDIA_KWARGS`) are consumed here; the rest go to the backbone.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        media = {k: kwargs.pop(k) for k in list(kwargs) if k in MEDIA_KWARGS}
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+            inputs_embeds = self.merge_media(input_ids, inputs_embeds, media_features=media_features, **media)
+        return self.language_model(attention_mask=attention_mask, position_ids=position_ids,
+                                   past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
+                                   **kwargs)
+
+
+class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixin):
+    """Multimodal emotion LLM: :class:`AffectLlmModel` + LM head. See the module docstring for the media contract.
+
+    Args:
+        config: the composite config.
+        language_model: an already-built causal LM (e.g. pretrained); its backbone and LM head are reused.
+        towers: already-built encoders by modality.
+    """
+
+    base_model_prefix = "model"
+
+    def __init__(self, config: AffectLlmConfig, language_model: nn.Module | None = None,
+                 towers: dict[str, nn.Module] | None = None) -> None:
+        super().__init__(config)
+        backbone = language_model.base_model if language_model is not None else None
+        self.model = AffectLlmModel(config, language_model=backbone, towers=towers)
+        head = language_model.get_output_embeddings() if language_model is not None else None
+        self.lm_head = head or nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            embed = self.model.get_input_embeddings()
+            name = next(n for n, mod in self.model.language_model.named_modules() if mod is embed)
+            self._tied_weights_keys = {"lm_head.weight": f"model.language_model.{name}.weight"}
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    def get_decoder(self) -> nn.Module:
+        return self.model.language_model
+
+    @property
+    def encoders(self) -> nn.ModuleDict:
+        return self.model.encoders
+
+    @property
+    def poolers(self) -> nn.ModuleDict:
+        return self.model.poolers
+
+    @property
+    def projectors(self) -> nn.ModuleDict:
+        return self.model.projectors
+
+    @property
+    def prefusion(self) -> nn.Module | None:
+        return self.model.prefusion
+
+    def encode_media(self, modality: str, values: torch.Tensor) -> torch.Tensor:
+        """See :meth:`AffectLlmModel.encode_media`."""
+        return self.model.encode_media(modality, values)
+
+    def project_media(self, modality: str, features: torch.Tensor) -> torch.Tensor:
+        """See :meth:`AffectLlmModel.project_media`."""
+        return self.model.project_media(modality, features)
+
     # -- forward / generate -----------------------------------------------------------------------------------
     def forward(
         self,
@@ -187,7 +260,7 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
         au_index: torch.LongTensor | None = None,
         media_features: dict[str, torch.Tensor] | None = None,
         **kwargs: Any,
-    ):
+    ) -> CausalLMOutputWithPast:
         """Causal-LM forward with media spliced in at placeholder tokens.
 
         Args:
@@ -199,22 +272,25 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
                 running that modality's encoder.
 
         Returns:
-            ``CausalLMOutputWithPast`` of the backbone (``logits [b, s, V]``, ``loss`` when labels are given).
+            ``CausalLMOutputWithPast`` (``logits [b, s', V]``, ``loss`` when labels are given).
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if inputs_embeds is None:
-            inputs_embeds = self.get_input_embeddings()(input_ids)
-            inputs_embeds = self.merge_media(
-                input_ids, inputs_embeds, pixel_values_videos=pixel_values_videos, audio_values=audio_values,
-                face_pixel_values=face_pixel_values, au_features=au_features, video_index=video_index,
-                audio_index=audio_index, face_index=face_index, au_index=au_index, media_features=media_features,
-            )
-        return self.language_model(
-            attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, logits_to_keep=logits_to_keep,
-            **kwargs,
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        outputs = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
+            pixel_values_videos=pixel_values_videos, audio_values=audio_values, face_pixel_values=face_pixel_values,
+            au_features=au_features, video_index=video_index, audio_index=audio_index, face_index=face_index,
+            au_index=au_index, media_features=media_features, **kwargs,
         )
+        hidden = outputs.last_hidden_state  # [b, s, D]
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden[:, keep, :])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size,
+                                      num_items_in_batch=num_items_in_batch)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
+                                      hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, *args: Any,
                                       is_first_iteration: bool | None = False, **kwargs: Any) -> dict[str, Any]:

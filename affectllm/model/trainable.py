@@ -2,10 +2,11 @@
 
 Parts of the model (by parameter-name prefix):
 
-* ``encoders.video|audio|face``: pretrained towers (frozen unless ``train_encoders``);
-* ``encoders.au``: the AU-vector encoder, which has no pretrained weights and always trains with the projectors;
-* ``poolers``, ``projectors``, ``prefusion``: always trained;
-* ``language_model``: ``llm_mode`` = ``lora`` (PEFT adapters on its linear layers only), ``full`` or ``frozen``.
+* ``model.encoders.video|audio|face``: pretrained towers (frozen unless ``train_encoders``);
+* ``model.encoders.au``: the AU-vector encoder, which has no pretrained weights and always trains with the projectors;
+* ``model.poolers``, ``model.projectors``, ``model.prefusion``: always trained;
+* ``model.language_model`` and ``lm_head``: ``llm_mode`` = ``lora`` (PEFT adapters on the backbone's linear layers
+  only), ``full`` or ``frozen``.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from torch import nn
 from ..config import LoraConfig
 from .modeling import AffectLlmForConditionalGeneration
 
-ALWAYS_TRAINED = ("poolers.", "projectors.", "prefusion.", "encoders.au.")
-LLM_LINEAR_EXCLUDE = ("lm_head",)
+ALWAYS_TRAINED = ("model.poolers.", "model.projectors.", "model.prefusion.", "model.encoders.au.")
+LLM_PREFIXES = ("model.language_model.", "lm_head.")
 
 
 def llm_linear_names(model: AffectLlmForConditionalGeneration) -> list[str]:
-    """Sorted distinct leaf names of the LLM's linear layers (``q_proj``, ``down_proj``...), LM head excluded."""
-    names = {name.rsplit(".", 1)[-1] for name, mod in model.language_model.named_modules()
-             if isinstance(mod, nn.Linear) and not name.endswith(LLM_LINEAR_EXCLUDE)}
+    """Sorted distinct leaf names of the LLM backbone's linear layers (``q_proj``, ``down_proj``...)."""
+    backbone = model.get_decoder()
+    names = {name.rsplit(".", 1)[-1] for name, mod in backbone.named_modules() if isinstance(mod, nn.Linear)}
     return sorted(names)
 
 
@@ -39,9 +40,9 @@ def apply_trainable_policy(model: AffectLlmForConditionalGeneration, llm_mode: s
     if llm_mode not in ("lora", "full", "frozen"):
         raise ValueError(f"llm_mode={llm_mode!r}: expected lora, full or frozen")
     for name, param in model.named_parameters():
-        if name.startswith("language_model."):
+        if name.startswith(LLM_PREFIXES):
             param.requires_grad = llm_mode == "full"
-        elif name.startswith("encoders.") and not name.startswith("encoders.au."):
+        elif name.startswith("model.encoders.") and not name.startswith("model.encoders.au."):
             param.requires_grad = train_encoders
         else:
             param.requires_grad = name.startswith(ALWAYS_TRAINED)
@@ -54,7 +55,7 @@ def apply_trainable_policy(model: AffectLlmForConditionalGeneration, llm_mode: s
     lora = lora or LoraConfig()
     targets = lora.target_modules or llm_linear_names(model)
     # A regex anchored on the LLM keeps adapters out of the encoders, whose layers share names like q_proj.
-    pattern = rf"^language_model\..*\.({'|'.join(map(re.escape, targets))})$"
+    pattern = rf"^model\.language_model\..*\.({'|'.join(map(re.escape, targets))})$"
     peft_config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                  target_modules=pattern, modules_to_save=None)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
