@@ -1,0 +1,163 @@
+"""``affectllm data prep`` (affectllm.data.prep): rows, arrays, per-item errors, resume, retry, feature hook."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage import data
+
+from affectllm.data.prep import PREP_FILE, load_done, prep_main
+from affectllm.media.aus import AU_CODES, FEATURE_DIM
+from affectllm.types import DecodedClip
+from tests.media_fixtures import write_corrupt, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("media")
+    write_video(d / "face.mp4", seconds=1.0, fps=10, size=(320, 320), audio=True, image=data.astronaut())
+    write_video(d / "plain.mp4", seconds=1.0, fps=10, size=(64, 96))
+    write_corrupt(d / "bad.mp4")
+    return d
+
+
+def _manifest(path: Path, rows: list[dict], extra: str = "") -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + extra)
+    return path
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / PREP_FILE).read_text().splitlines()]
+
+
+def _media_rows(media: Path, n_face: int = 1) -> list[dict]:
+    rows = [{"id": f"face{i}", "video": str(media / "face.mp4")} for i in range(n_face)]
+    return rows + [
+        {"id": "plain", "video": str(media / "plain.mp4")},
+        {"id": "bad", "video": str(media / "bad.mp4")},
+        {"id": "gone", "video": "missing.mp4"},
+    ]
+
+
+def test_prep_writes_rows_and_arrays_and_records_bad_items(media: Path, tmp_path: Path, capsys) -> None:
+    manifest = _manifest(tmp_path / "m.jsonl", _media_rows(media), extra="{not json\n")
+    rc = prep_main(str(manifest), str(tmp_path / "out"), progress=False)
+    assert rc == 1, "bad items make the exit status non-zero; the batch still finished"
+    assert "m.jsonl:5: not valid JSON" in capsys.readouterr().err
+    rows = {r["id"]: r for r in _rows(tmp_path / "out")}
+    assert sorted(rows) == ["bad", "face0", "gone", "plain"]
+    face = rows["face0"]
+    assert face["error"] is None and face["frames"] == 8 and face["faces_found"] == 8 and face["audio"]
+    assert set(face["aus_estimated"]) == set(AU_CODES)
+    assert all(0.0 <= v <= 1.0 for v in face["aus_estimated"].values())
+    assert face["aus_estimated"]["AU12"] > 0.3
+    with np.load(tmp_path / "out" / face["arrays"]) as z:
+        assert z["frames"].shape == (8, 320, 320, 3) and z["faces"].shape == (8, 112, 112, 3)
+        assert z["au_features"].shape == (8, FEATURE_DIM) and z["face_found"].all()
+        assert z["audio"].dtype == np.float32 and int(z["sample_rate"]) == 16000
+    plain = rows["plain"]
+    assert plain["error"] is None and plain["faces_found"] == 0 and plain["aus_estimated"] == {}
+    assert not plain["audio"]
+    assert "bad.mp4" in rows["bad"]["error"] and "re-encode" in rows["bad"]["error"]
+    assert "missing.mp4" in rows["gone"]["error"] and rows["gone"]["arrays"] is None
+    assert not list((tmp_path / "out" / "arrays").glob(".*tmp*")), "no temporary files left behind"
+
+
+def test_resume_skips_done_ids_and_repairs_a_torn_line(media: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    done = {"id": "face0", "frames": 8, "faces_found": 8, "aus_estimated": {}, "error": None, "marker": 1}
+    (out / PREP_FILE).write_text(json.dumps(done) + "\n" + '{"id": "plain", "fra')
+    manifest = _manifest(tmp_path / "m.jsonl", _media_rows(media))
+    prep_main(str(manifest), str(out), progress=False)
+    rows = _rows(out)
+    assert [r["id"] for r in rows].count("face0") == 1 and rows[0]["marker"] == 1, "a done id is not redone"
+    assert sorted(r["id"] for r in rows) == ["bad", "face0", "gone", "plain"]
+    before = (out / PREP_FILE).read_text()
+    assert prep_main(str(manifest), str(out), progress=False) == 1
+    assert (out / PREP_FILE).read_text() == before, "a finished folder is left as it is"
+
+
+def test_retry_errors_redoes_failed_items(media: Path, tmp_path: Path) -> None:
+    rows = [{"id": "late", "video": "late.mp4"}]
+    manifest = _manifest(tmp_path / "m.jsonl", rows)
+    assert prep_main(str(manifest), str(tmp_path / "out"), progress=False, faces=False) == 1
+    (tmp_path / "late.mp4").write_bytes((media / "plain.mp4").read_bytes())
+    assert prep_main(str(manifest), str(tmp_path / "out"), progress=False, faces=False) == 1, "errors kept"
+    assert prep_main(str(manifest), str(tmp_path / "out"), progress=False, faces=False, retry_errors=True) == 0
+    rows = _rows(tmp_path / "out")
+    assert len(rows) == 1 and rows[0]["error"] is None and rows[0]["frames"] == 8
+
+
+def mean_frame(clip: DecodedClip) -> dict[str, np.ndarray]:
+    """A stand-in encoder for the feature-cache hook."""
+    return {"mean_frame": clip.frames.mean(0).astype(np.float32)}
+
+
+def test_feature_hook_caches_per_clip(media: Path, tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path / "m.jsonl", [{"id": "p", "video": str(media / "plain.mp4")}])
+    assert prep_main(str(manifest), str(tmp_path / "out"), progress=False, faces=False, feature_fn=mean_frame) == 0
+    row = _rows(tmp_path / "out")[0]
+    with np.load(tmp_path / "out" / row["features"]) as z:
+        assert z["mean_frame"].shape == (64, 96, 3)
+    with pytest.raises(NotImplementedError, match="cache_features"):
+        prep_main(str(manifest), str(tmp_path / "out2"), progress=False, cache_features=True, model="tiny")
+
+
+def test_missing_manifest_and_busy_folder(tmp_path: Path) -> None:
+    assert prep_main(str(tmp_path / "none.jsonl"), str(tmp_path / "out"), progress=False) == 2
+    manifest = _manifest(tmp_path / "m.jsonl", [])
+    (tmp_path / "out").mkdir()
+    with open(tmp_path / "out" / ".prep.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert prep_main(str(manifest), str(tmp_path / "out"), progress=False, faces=False) == 2
+
+
+def test_load_done_drops_a_torn_tail(tmp_path: Path) -> None:
+    path = tmp_path / PREP_FILE
+    path.write_text('{"id": "a", "error": null}\n{"id": "b", "error": "x"}\n{"id": "c"')
+    assert sorted(load_done(path)) == ["a", "b"]
+    assert path.read_text().endswith('"x"}\n')
+    assert sorted(load_done(path, drop_errors=True)) == ["a"]
+    assert path.read_text() == '{"id": "a", "error": null}\n'
+
+
+@pytest.mark.slow
+def test_killed_parallel_run_resumes(media: Path, tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path / "m.jsonl", _media_rows(media, n_face=8))
+    out = tmp_path / "out"
+    code = f"from affectllm.data.prep import prep_main; prep_main({str(manifest)!r}, {str(out)!r}, workers=2)"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    journal, deadline = out / PREP_FILE, time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal.exists() and journal.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.02)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    first = journal.read_text()
+    assert first.count("\n") >= 1
+    assert prep_main(str(manifest), str(out), workers=2, progress=False) == 1
+    final = journal.read_text()
+    assert final.startswith(first[: first.rfind("\n") + 1]), "rows written before the kill are kept as they were"
+    ids = [r["id"] for r in _rows(out)]
+    assert sorted(ids) == sorted(r["id"] for r in _media_rows(media, n_face=8)), "every id exactly once"
+    assert {r["id"] for r in _rows(out) if r["error"]} == {"bad", "gone"}
