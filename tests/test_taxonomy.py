@@ -153,7 +153,7 @@ def test_xlsx_reader_cell_kinds(tmp_path: Path) -> None:
 @needs_mer
 def test_xlsx_reader_matches_openpyxl() -> None:
     openpyxl = pytest.importorskip("openpyxl", reason="openpyxl not installed (optional cross-check)")
-    for name in ["wheel2.xlsx", "synonym.xlsx"]:
+    for name in [*(f"wheel{k}.xlsx" for k in range(1, 6)), "synonym.xlsx"]:
         sheet = openpyxl.load_workbook(WHEEL_DIR / name, read_only=True).worksheets[0]
         expected = [[None if v is None else str(v) for v in row] for row in sheet.iter_rows(values_only=True)]
         ours = read_xlsx_rows(WHEEL_DIR / name)

@@ -133,13 +133,12 @@ class Taxonomy:
 
     def normalize_all(self, label: str, level: str = "level1") -> tuple[str | None, ...]:
         """Clusters of ``label`` on every wheel (a tuple in wheel order), cached per raw label string."""
-        table = self._tables.get(level)
-        if table is None:
-            _check_level(level)
-        hit = table.get(label)  # type: ignore[union-attr]
+        _check_level(level)
+        table = self._tables[level]
+        hit = table.get(label)
         if hit is None:
             hit = tuple(self.normalize_uncached(label, w.name, level) for w in self.wheels)
-            table[label] = hit  # type: ignore[index]
+            table[label] = hit
         return hit
 
     def normalize(self, label: str, wheel: str | None = None, level: str = "level1") -> str | None:
