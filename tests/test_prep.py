@@ -161,3 +161,33 @@ def test_killed_parallel_run_resumes(media: Path, tmp_path: Path) -> None:
     ids = [r["id"] for r in _rows(out)]
     assert sorted(ids) == sorted(r["id"] for r in _media_rows(media, n_face=8)), "every id exactly once"
     assert {r["id"] for r in _rows(out) if r["error"]} == {"bad", "gone"}
+
+
+def test_cli_arguments_reach_prep(media: Path, tmp_path: Path) -> None:
+    import argparse
+
+    from affectllm.data.prep import add_arguments, run_from_args
+
+    parser = argparse.ArgumentParser(prog="affectllm data prep")
+    add_arguments(parser)
+    manifest = _manifest(tmp_path / "m.jsonl", [{"id": "p", "video": str(media / "plain.mp4")}])
+    args = parser.parse_args(
+        [
+            str(manifest),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-faces",
+            "--no-progress",
+            "--num-frames",
+            "4",
+            "--backend",
+            "pyav",
+            "--max-side",
+            "48",
+        ]
+    )
+    assert run_from_args(args) == 0
+    row = _rows(tmp_path / "o")[0]
+    assert row["frames"] == 4 and row["backend"] == "pyav"
+    with np.load(tmp_path / "o" / row["arrays"]) as z:
+        assert z["frames"].shape == (4, 32, 48, 3)

@@ -18,6 +18,7 @@ and the batch goes on; a lock file stops two runs writing the same folder.
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import hashlib
 import json
@@ -396,3 +397,45 @@ def _prep_locked(
             bar.advance(task)
     print(f"data prep: {len(clips) - failed} ok, {failed} failed; rows in {journal}", file=sys.stderr)
     return 1 if failed or bad_manifest else 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``affectllm data prep`` (the CLI calls :func:`run_from_args` with them)."""
+    parser.add_argument("manifest", help="JSONL manifest (paths relative to it)")
+    parser.add_argument("--out", required=True, help="output folder: prep.jsonl, arrays/, features/")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1: this process)")
+    parser.add_argument("--num-frames", type=int, default=8, help="frames per clip (uniform) or segments")
+    parser.add_argument("--strategy", choices=["uniform", "fps", "segment"], default="uniform")
+    parser.add_argument("--fps", type=float, default=2.0, help="sampling rate for --strategy fps")
+    parser.add_argument("--max-frames", type=int, default=32, help="frame cap for --strategy fps")
+    parser.add_argument("--backend", choices=["decord", "pyav"], default="decord", help="video backend tried first")
+    parser.add_argument("--max-side", type=int, default=448, help="longer side of stored frames (0: full size)")
+    parser.add_argument("--max-duration", type=float, default=900.0, help="refuse clips longer than this (s)")
+    parser.add_argument("--no-faces", action="store_true", help="skip face tracking and AUs")
+    parser.add_argument("--face-size", type=int, default=112, help="side of the aligned face crops")
+    parser.add_argument("--retry-errors", action="store_true", help="redo ids whose earlier row failed")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--cache-features", action="store_true", help="also cache encoder features per clip")
+    parser.add_argument("--model", default=None, help="model whose encoders make the cached features")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run :func:`prep_main` from parsed :func:`add_arguments` arguments; returns the exit status."""
+    return prep_main(
+        args.manifest,
+        args.out,
+        workers=args.workers,
+        num_frames=args.num_frames,
+        strategy=args.strategy,
+        fps=args.fps,
+        max_frames=args.max_frames,
+        backend=args.backend,
+        max_side=args.max_side or None,
+        max_duration_s=args.max_duration,
+        faces=not args.no_faces,
+        face_size=args.face_size,
+        retry_errors=args.retry_errors,
+        progress=not args.no_progress,
+        cache_features=args.cache_features,
+        model=args.model,
+    )
