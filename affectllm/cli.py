@@ -32,6 +32,12 @@ def _data_import(a: argparse.Namespace) -> int:
     return prep_dataset_main(a.name, a.root, a.out, options=a.options)
 
 
+def _metric_ew(a: argparse.Namespace) -> int:
+    from .evaluation.ew_cli import ew_main
+
+    return ew_main(a.pred, a.gold, a.wheel_dir, a.table, a.level)
+
+
 def _add(sub: Any, name: str, help_text: str, fn: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text, description=help_text)
     parser.set_defaults(func=fn)
@@ -63,6 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root", help="the release folder you obtained")
     p.add_argument("--out", required=True, help="manifest to write")
     p.add_argument("options", nargs="*", help="loader options key=value, e.g. fold=2 test_actors=21,22,23,24")
+
+    metric = _add(sub, "metric", "Score predictions with the project's metrics.", lambda a: 2)
+    msub = metric.add_subparsers(dest="metric_command", required=True, metavar="SUBCOMMAND")
+    p = _add(msub, "ew", "Emotion-wheel F/precision/recall of a label file against a manifest (MER-UniBench EW).",
+             _metric_ew)
+    p.add_argument("--pred", required=True, help="label-output JSONL (id, labels)")
+    p.add_argument("--gold", required=True, help="manifest JSONL (id, labels)")
+    p.add_argument("--wheel-dir", default=None, help="folder of the MER emotion-wheel tables; default: built-in taxonomy")
+    p.add_argument("--table", choices=["mer2026", "mer2025"], default="mer2026",
+                   help="word forms: format.csv or legacy_mer2025/format.csv")
+    p.add_argument("--level", choices=["level1", "level2"], default="level1")
 
     model = _add(sub, "model", "Model utilities.", lambda a: 2)
     msub = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
