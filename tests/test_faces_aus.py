@@ -177,7 +177,6 @@ def test_tracking_follows_the_largest_face() -> None:
     assert track_largest([[], []]) == [None, None]
 
 
-@pytest.mark.slow
 def test_pipeline_on_a_face_video(analyzer: FaceAnalyzer, tmp_path: Path) -> None:
     video = write_video(tmp_path / "face.mp4", seconds=1.0, fps=10, size=(320, 320), image=data.astronaut())
     frames = analyze_clip(video, DecodeConfig(), analyzer)
