@@ -29,6 +29,7 @@ Frames are drawn with PIL at twice the size and box-downsampled (anti-aliasing),
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import av
 import numpy as np
@@ -125,16 +126,23 @@ def _crease(skin: tuple[int, int, int]) -> tuple[int, int, int]:
     return _mix(skin, (15, 8, 8), 0.8)
 
 
-def _arc(x0: float, x1: float, y_end: float, y_mid: float, n: int = 9) -> np.ndarray:
+_U = np.linspace(-1.0, 1.0, 9)
+
+
+def _arc(x0: float, x1: float, y_end: float, y_mid: float) -> np.ndarray:
     """Points of a parabola from (x0, y_end) through (mid, y_mid) to (x1, y_end)."""
-    xs = np.linspace(x0, x1, n)
-    u = (xs - (x0 + x1) / 2) / ((x1 - x0) / 2)
-    return np.stack([xs, y_end + (y_mid - y_end) * (1 - u * u)], axis=1)
+    xs = (x0 + x1) / 2 + _U * ((x1 - x0) / 2)
+    return np.stack([xs, y_end + (y_mid - y_end) * (1 - _U * _U)], axis=1)
+
+
+@lru_cache(maxsize=8)
+def _unit_circle(n: int) -> np.ndarray:
+    a = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([np.cos(a), np.sin(a)], axis=1)
 
 
 def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 28) -> np.ndarray:
-    a = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    return np.stack([cx + rx * np.cos(a), cy + ry * np.sin(a)], axis=1)
+    return _unit_circle(n) * (rx, ry) + (cx, cy)
 
 
 class _Canvas:
@@ -331,7 +339,7 @@ def render_video(
     frames = np.stack([render_frame(ident, curves[i], i / fps, size) for i in range(len(curves))])
     noisy = frames.astype(np.float32) * ident.gain
     if pixel_noise > 0:
-        noisy += rng.normal(0.0, 255.0 * pixel_noise, size=frames.shape).astype(np.float32)
+        noisy += rng.standard_normal(size=frames.shape, dtype=np.float32) * np.float32(255.0 * pixel_noise)
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
