@@ -17,7 +17,7 @@ def _clip(rng: np.random.Generator) -> dict[str, np.ndarray]:
         "videos": rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8),
         "audios": (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32),
         "faces": rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8),
-        "au_features": rng.random((8, 32)).astype(np.float32),
+        "au_features": rng.random((8, 353)).astype(np.float32),
     }
 
 

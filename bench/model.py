@@ -27,7 +27,7 @@ def group_inputs(processor, g: int, dedup: bool):
     clip = {"videos": rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8),
             "audios": (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32),
             "faces": rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8),
-            "au_features": rng.random((8, 32)).astype(np.float32)}
+            "au_features": rng.random((8, 353)).astype(np.float32)}
     from affectllm.model import media_prefix
 
     msgs = [{"role": "user", "content": media_prefix(list(MODS)) + "How does this person feel?"}]

@@ -30,5 +30,5 @@ def media():
         "video": rng.integers(0, 255, (6, 40, 48, 3), dtype=np.uint8),
         "audio": (0.1 * rng.standard_normal(16000 * 2)).astype(np.float32),
         "face": rng.integers(0, 255, (6, 24, 24, 3), dtype=np.uint8),
-        "au": rng.random((6, 32)).astype(np.float32),
+        "au": rng.random((6, 353)).astype(np.float32),
     }

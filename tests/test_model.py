@@ -85,7 +85,8 @@ def test_save_load_round_trip_identical_logits_via_auto_classes(tiny, media, tmp
     pad = loaded_proc.tokenizer.pad_token_id
     assert b["input_ids"][2, 0] == pad and b["input_ids"][2, -1] != pad  # left-padded for generation
     with torch.no_grad():
-        assert torch.equal(model(**a).logits, loaded(**b).logits)
+        # identical up to float32 round-off (the fused attention kernels may order a reduction differently)
+        torch.testing.assert_close(model(**a).logits, loaded(**b).logits, rtol=0, atol=1e-6)
 
 
 def test_generate_with_every_modality_combination(tiny, media):

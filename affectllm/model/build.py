@@ -33,6 +33,7 @@ from transformers import (
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from ..config import ModelConfig, load_model_config
+from ..media.aus import FEATURE_DIM
 from .configuration import MEDIA_TOKENS, AffectLlmConfig
 from .encoders import SslAudioEncoder, VisionTower, WhisperAudioEncoder
 from .modeling import AffectLlmForConditionalGeneration
@@ -51,7 +52,7 @@ TINY_AUDIO_SECONDS = 4
 TINY_AUDIO = dict(model_type="whisper", d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
                   decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=80,
                   max_source_positions=TINY_AUDIO_SECONDS * 50, max_target_positions=16)
-TINY_AU_DIM = 32
+TINY_AU_DIM = FEATURE_DIM  # the per-frame AU/landmark vector of affectllm.media.aus
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(llm=BUILTIN_TINY, vision=BUILTIN_TINY, audio=BUILTIN_TINY, face=BUILTIN_TINY,
@@ -194,6 +195,8 @@ def build_model(cfg: ModelConfig | None = None, seed: int = 0) -> tuple[AffectLl
     model.to(getattr(torch, r["dtype"]))
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
+    # A sampled placeholder would ask for media that do not exist: never generate one.
+    model.generation_config.suppress_tokens = sorted(config.media_token_ids.values())
     processor = AffectLlmProcessor(image_processor, face_processor, feature_extractor, tok,
                                    media_tokens=config.media_tokens, modalities=config.enabled_modalities())
     return model, processor

@@ -72,6 +72,12 @@ class AffectLlmConfig(PreTrainedConfig):
         # The LLM's own tying decides; the composite must not force it on or off.
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
 
+    @property
+    def image_token_id(self) -> int | None:
+        """TRL's GRPO trainer suppresses this token when sampling; here it is the video placeholder (all media
+        placeholders are suppressed through the generation config as well)."""
+        return self.media_token_ids.get("video")
+
     def encoder_config(self, modality: str) -> PreTrainedConfig | None:
         """The sub-config of the tower that encodes ``modality`` (None for "au", which has no tower)."""
         return {"video": self.vision_config, "audio": self.audio_config, "face": self.face_config}.get(modality)

@@ -1,0 +1,106 @@
+"""Prompt templates and SFT targets in the completion format of DESIGN.md §3.
+
+Every target, whatever the task, is a full completion ``<think>…</think><answer>…</answer><confidence>…
+</confidence>`` so that stage 2 starts from a model that already writes the format. The task mix follows AffectGPT:
+describe-and-reason from the caption, an open-vocabulary label sentence, a single label, and an AU description.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..taxonomy.facs import au_name
+from ..types import Clip
+
+SYSTEM_PROMPT = (
+    "You are an expert in human emotion. You watch a clip (video frames, the face, the voice and what is said) "
+    "and reason about the cues before you answer. Write your reasoning inside <think></think>, naming facial "
+    "Action Units as AU<number> with their FACS names; then the emotion labels, comma-separated, inside "
+    "<answer></answer>; then how sure you are, a number from 0.00 to 1.00, inside <confidence></confidence>."
+)
+
+QUESTIONS: dict[str, str] = {
+    "describe": "Describe the emotional cues in the face, the voice and the words, reason about them, "
+                "and say which emotions the person feels.",
+    "ov_labels": "Which emotions does the person feel? List every label that applies.",
+    "single": "Which single emotion best describes the person?",
+    "au": "Which facial Action Units are active, and what emotions do they suggest?",
+}
+TASKS: tuple[str, ...] = tuple(QUESTIONS)
+DEFAULT_MIX: dict[str, float] = {"describe": 0.5, "ov_labels": 0.25, "single": 0.15, "au": 0.1}
+MEDIA_TOKENS_ORDER = ("video", "audio", "face", "au")
+
+
+def user_content(present: Sequence[str], transcript: str | None, question: str) -> str:
+    """The user turn: media placeholders of the present modalities, the transcript, the question."""
+    prefix = "".join(f"<{m}>" for m in MEDIA_TOKENS_ORDER if m in present)
+    said = f'The person says: "{transcript.strip()}"\n' if transcript and transcript.strip() else ""
+    return f"{prefix}\n{said}{question}" if prefix else f"{said}{question}"
+
+
+def messages(present: Sequence[str], transcript: str | None, task: str = "describe",
+             question: str | None = None) -> list[dict[str, str]]:
+    """Conversational prompt (system + user) for a clip with the given modalities."""
+    if question is None and task not in QUESTIONS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": user_content(present, transcript, question or QUESTIONS[task])}]
+
+
+def format_completion(think: str, labels: Sequence[str], confidence: float | None) -> str:
+    """``<think>…</think><answer>a, b</answer><confidence>0.80</confidence>`` (confidence omitted when None)."""
+    conf = "" if confidence is None else f"<confidence>{min(max(confidence, 0.0), 1.0):.2f}</confidence>"
+    return f"<think>{think.strip()}</think><answer>{', '.join(labels)}</answer>{conf}"
+
+
+def au_phrase(aus: Sequence[str]) -> str:
+    """``"AU6 cheek raiser, AU12 lip corner puller"`` (codes without a FACS name stay bare)."""
+    return ", ".join(f"{a} {au_name(a)}" if au_name(a) else a for a in aus)
+
+
+def _labels(clip: Clip) -> list[str]:
+    if clip.labels:
+        return list(clip.labels)
+    return [clip.emotion] if clip.emotion else []
+
+
+def sft_target(clip: Clip, task: str, confidence: float = 0.8) -> str | None:
+    """The SFT completion for ``clip`` under ``task``, or None when the clip lacks what the task needs."""
+    labels = _labels(clip)
+    if not labels:
+        return None
+    if task == "describe":
+        if not clip.caption:
+            return None
+        return format_completion(clip.caption, labels, confidence)
+    if task == "ov_labels":
+        cues = f"The cues point to {', '.join(labels)}."
+        return format_completion(cues, labels, confidence)
+    if task == "single":
+        single = clip.emotion or labels[0]
+        return format_completion(f"The strongest cue points to {single}.", [single], confidence)
+    if task == "au":
+        if not clip.aus:
+            return None
+        return format_completion(f"Active facial Action Units: {au_phrase(clip.aus)}.", labels, confidence)
+    raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+
+
+def choose_task(clip: Clip, mix: Mapping[str, float], rng: random.Random, confidence: float = 0.8) -> tuple[str, str]:
+    """Draw a task for ``clip`` from ``mix`` among those it supports; return (task, target).
+
+    Raises:
+        ValueError: the clip supports no task of the mix (it has no labels).
+    """
+    usable = {t: w for t, w in mix.items() if w > 0 and sft_target(clip, t, confidence) is not None}
+    if not usable:
+        raise ValueError(f"clip {clip.id}: no usable SFT task (needs labels or emotion; caption for describe)")
+    task = rng.choices(list(usable), weights=list(usable.values()))[0]
+    return task, sft_target(clip, task, confidence) or ""
+
+
+def reward_columns(clip: Clip) -> dict[str, Any]:
+    """Dataset columns the rewards read (gold labels, primary emotion, gold AUs)."""
+    return {"labels": _labels(clip), "emotion": clip.emotion, "aus": list(clip.aus or [])}

@@ -1,0 +1,232 @@
+"""Stage 2: GRPO with emotion-wheel, AU, format and length rewards (a thin subclass of TRL's ``GRPOTrainer``).
+
+TRL 1.16 carries images only, so :class:`AffectGRPOTrainer` overrides the four places where media matter:
+
+* ``_tokenize_prompts``: builds each row's prompt from its clip (placeholders for the media it has) and processes
+  the media once per unique clip of the generation batch (a GRPO group shares one clip: ``clip_ids``);
+* ``_generate_and_score_completions``: afterwards attaches per-row media to the batch so TRL's split/shuffle keeps
+  them aligned with the rows (encoder *features* when the encoders are frozen, so the loss never re-encodes);
+  adds parse-failure rate and labels per answer to the logs;
+* ``_get_per_token_logps_and_entropies``: feeds those media to the policy and the reference model;
+* ``_compute_loss``: points the log-prob computation at the media of the micro-batch it scores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+
+from ..config import Recipe
+from ..data.collate import ClipStore, media_kwargs, present_modalities, prompt_text
+from ..data.manifest import clip_to_row, row_to_clip
+from ..data.prompts import QUESTIONS, messages, reward_columns
+from ..model.configuration import MEDIA_INPUT_NAMES
+from ..parsing import completion_text, parse_completion
+from ..rewards import make_reward
+from ..types import Clip
+from .common import (
+    MetricsLogger,
+    NonFiniteGuard,
+    last_checkpoint,
+    load_clips,
+    load_stage_model,
+    plot_curves,
+    save_final,
+    setup_output,
+    trainable,
+)
+
+log = logging.getLogger("affectllm.train")
+MEDIA_PREFIX = "affect_media_"
+
+
+class AffectGRPOTrainer(GRPOTrainer):
+    """GRPO over video, audio, face and AU inputs; see the module docstring for what is overridden and why."""
+
+    def __init__(self, *args: Any, clip_store: ClipStore, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clip_store = clip_store
+        self._rows: list[dict[str, Any]] = []
+        self._row_media: dict[str, torch.Tensor] = {}
+        self._logp_media: dict[str, torch.Tensor] = {}
+        self.last_ids: list[str] = []
+
+    # -- media per batch -------------------------------------------------------------------------------------
+    def _policy(self) -> Any:
+        model = self.accelerator.unwrap_model(self.model)
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict[str, torch.Tensor]]:
+        rows = self._rows
+        if len(rows) != len(prompts):
+            raise RuntimeError(f"internal: {len(prompts)} prompts for {len(rows)} rows")
+        clips = [row_to_clip(json.loads(r["clip"]), "") for r in rows]
+        self.last_ids = [c.id for c in clips]
+        policy = self._policy()
+        allowed = policy.config.enabled_modalities()
+        decoded = [self.clip_store.get(c) for c in clips]
+        present = [present_modalities(d, allowed) for d in decoded]
+        texts = [prompt_text(self.processing_class, p, c.transcript, r["question"])
+                 for p, c, r in zip(present, clips, rows)]
+        enc = self.processing_class(texts, clip_ids=[c.id for c in clips], **media_kwargs(decoded, present))
+        prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
+        fields = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+        self._row_media = self._expand_per_row(policy, fields, present)
+        return prompt_ids, None, fields
+
+    def _expand_per_row(self, policy: Any, fields: dict[str, torch.Tensor], present: list[list[str]]) -> dict:
+        """Per-row media ``[B, ...]`` (zeros where a row lacks the modality) plus a presence mask per modality."""
+        out: dict[str, torch.Tensor] = {}
+        frozen = bool(policy.config.freeze_encoders)
+        n = len(present)
+        for m, name in MEDIA_INPUT_NAMES.items():
+            if name not in fields:
+                continue
+            values = fields[name].to(self.accelerator.device)
+            if frozen:
+                values = policy.encode_media(m, values).detach()  # each unique clip encoded once
+            index = fields.get(f"{m}_index")
+            index = index.to(values.device) if index is not None else torch.arange(values.shape[0],
+                                                                                    device=values.device)
+            has = torch.tensor([m in p for p in present], device=values.device)
+            full = values.new_zeros((n, *values.shape[1:]))
+            full[has] = values[index]
+            out[f"{MEDIA_PREFIX}{m}"] = full
+            out[f"{MEDIA_PREFIX}{m}_has"] = has
+        return out
+
+    def _media_inputs(self, media: dict[str, torch.Tensor], start: int, end: int) -> dict[str, Any]:
+        """Model keyword arguments carrying the media of rows ``start:end``."""
+        frozen = bool(self._policy().config.freeze_encoders)
+        features: dict[str, torch.Tensor] = {}
+        kwargs: dict[str, Any] = {}
+        for m, name in MEDIA_INPUT_NAMES.items():
+            key = f"{MEDIA_PREFIX}{m}"
+            if key not in media:
+                continue
+            has = media[f"{key}_has"][start:end]
+            if not bool(has.any()):
+                continue
+            chunk = media[key][start:end][has]
+            if frozen:
+                features[m] = chunk
+            else:
+                kwargs[name] = chunk
+        if features:
+            kwargs["media_features"] = features
+        return kwargs
+
+    # -- TRL hooks ---------------------------------------------------------------------------------------------
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        self._rows = inputs
+        self._logp_media = {}
+        output = super()._generate_and_score_completions(inputs)
+        output.update(self._row_media)
+        self._log_parse_stats(output)
+        return output
+
+    def _log_parse_stats(self, output: dict[str, Any]) -> None:
+        mode = "train" if self.model.training else "eval"
+        texts = self.processing_class.batch_decode(output["completion_ids"], skip_special_tokens=True)
+        preds = [parse_completion(completion_text(t)) for t in texts]
+        self._metrics[mode]["affect/parse_failure_rate"].append(
+            sum(not p.format_ok for p in preds) / max(len(preds), 1))
+        self._metrics[mode]["affect/labels_per_answer"].append(sum(len(p.labels) for p in preds) / max(len(preds), 1))
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        self._logp_media = {k: v for k, v in inputs.items() if k.startswith(MEDIA_PREFIX)}
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._logp_media = {}
+
+    def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                                           logits_to_keep: int, batch_size: int | None = None,
+                                           compute_entropy: bool = False, compute_aux_loss: bool = False,
+                                           **_: Any) -> tuple[torch.Tensor, torch.Tensor | None, None]:
+        """Per-token log-probs ``[b, c]`` (and entropies) of the completion tokens, media included."""
+        media = self._logp_media or self._row_media
+        batch_size = batch_size or input_ids.size(0)
+        all_logps, all_entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            end = min(start + batch_size, input_ids.size(0))
+            ids = input_ids[start:end]
+            with self.accelerator.autocast():
+                logits = model(input_ids=ids, attention_mask=attention_mask[start:end],
+                               logits_to_keep=logits_to_keep + 1, use_cache=False,
+                               **self._media_inputs(media, start, end)).logits
+            logits = logits[:, :-1, :][:, -logits_to_keep:] / self.temperature  # [b, c, V]
+            all_logps.append(selective_log_softmax(logits, ids[:, -logits_to_keep:]))
+            if compute_entropy:
+                with torch.no_grad():
+                    all_entropies.append(entropy_from_logits(logits))
+        entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
+        return torch.cat(all_logps, dim=0), entropies, None
+
+
+def grpo_rows(clips: list[Clip], question: str) -> list[dict[str, Any]]:
+    """Dataset rows: a conversational prompt (placeholders are added per clip at tokenization) + reward columns."""
+    rows = []
+    for clip in clips:
+        cols = reward_columns(clip)
+        if not cols["labels"]:
+            log.warning("clip %s has no labels; skipped", clip.id)
+            continue
+        rows.append({"prompt": messages([], clip.transcript, question=question), "id": clip.id,
+                     "clip": json.dumps(clip_to_row(clip)), "question": question, **cols})
+    if not rows:
+        raise ValueError("no clip has labels to reward")
+    return rows
+
+
+def reward_functions(recipe: Recipe) -> tuple[list[Any], list[float]]:
+    """The recipe's rewards, options bound (a bad option fails here, before training), and their weights."""
+    funcs = [make_reward(r.name, **r.kwargs) for r in recipe.rewards]
+    return funcs, [float(r.weight) for r in recipe.rewards]
+
+
+def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
+                  trainer_cls: type[AffectGRPOTrainer] = AffectGRPOTrainer) -> AffectGRPOTrainer:
+    """The configured trainer (shared by GRPO and the calibration stage)."""
+    from datasets import Dataset
+
+    question = recipe.stage_options.get("question", QUESTIONS["describe"])
+    clips = load_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
+    train = Dataset.from_list(grpo_rows(clips, question))
+    funcs, weights = reward_functions(recipe)
+    defaults = {"logging_steps": 1, "report_to": ["tensorboard"], "seed": recipe.seed, "data_seed": recipe.seed,
+                "gradient_checkpointing": False}
+    suppress = {"suppress_tokens": sorted(model.config.media_token_ids.values())}
+    generation_kwargs = {**suppress, **(recipe.trainer.get("generation_kwargs") or {})}
+    trainer_opts = {**defaults, **recipe.trainer, "generation_kwargs": generation_kwargs}
+    args = GRPOConfig(output_dir=str(out), **trainer_opts, reward_weights=weights, remove_unused_columns=False)
+    if processor.tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token")
+    model = trainable(model, recipe)
+    store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
+    trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=train,
+                          processing_class=processor, clip_store=store)
+    guard = NonFiniteGuard(int(recipe.stage_options.get("max_bad_steps", 10)), trainer)
+    trainer.add_callback(MetricsLogger(out))
+    trainer.add_callback(guard)
+    return trainer
+
+
+def main(recipe: Recipe) -> dict[str, Any]:
+    """Run stage 2 top to bottom; return the evaluation on the test split."""
+    out = setup_output(recipe)
+    model, processor = load_stage_model(recipe)
+    trainer = build_trainer(recipe, model, processor, out)
+    resume = last_checkpoint(out) if recipe.resume else None
+    trainer.train(resume_from_checkpoint=resume)
+    save_final(trainer.model, processor, out)
+    plot_curves(out)
+    from .evaluate import evaluate_stage
+
+    return evaluate_stage(recipe, out)

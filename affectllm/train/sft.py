@@ -1,0 +1,96 @@
+"""Stage 1: supervised fine-tuning on descriptive captions, label sentences, single labels and AU descriptions.
+
+TRL's ``SFTTrainer`` with our processor and collator: every target is a full completion in the output format, and
+the loss covers the assistant's tokens only. ``affectllm train recipes/tiny/sft.yaml data.manifest=M output_dir=O``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from ..config import Recipe
+from ..data.collate import ClipStore, SftCollator
+from ..data.manifest import clip_to_row
+from ..data.prompts import DEFAULT_MIX, QUESTIONS, choose_task
+from ..types import Clip
+from .common import (
+    MetricsLogger,
+    NonFiniteGuard,
+    last_checkpoint,
+    load_clips,
+    load_stage_model,
+    plot_curves,
+    save_final,
+    setup_output,
+    trainable,
+)
+
+log = logging.getLogger("affectllm.train")
+
+
+def sft_rows(clips: list[Clip], mix: dict[str, float], seed: int, confidence: float) -> list[dict[str, Any]]:
+    """One SFT example per clip, the task drawn from ``mix`` with a seeded RNG (the same rows on every run)."""
+    rng = random.Random(seed)
+    rows = []
+    for clip in clips:
+        try:
+            task, target = choose_task(clip, mix, rng, confidence)
+        except ValueError as err:
+            log.warning("%s; skipped", err)
+            continue
+        rows.append({"id": clip.id, "clip": json.dumps(clip_to_row(clip)), "task": task,
+                     "question": QUESTIONS[task], "target": target})
+    if not rows:
+        raise ValueError("no clip has labels to train on")
+    return rows
+
+
+class _IdsCollator(SftCollator):
+    """The SFT collator that remembers the ids of its last batch (for the non-finite guard's report)."""
+
+    last_ids: list[str] = []
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        self.last_ids = [r["id"] for r in rows]
+        return super().__call__([{**r, "clip": json.loads(r["clip"])} for r in rows])
+
+
+def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path) -> Any:
+    """The configured ``SFTTrainer`` (used by :func:`main` and by tests that drive it step by step)."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    opts = {"mix": DEFAULT_MIX, "confidence": 0.8, "max_length": 1024, **recipe.stage_options}
+    train_clips = load_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
+    train = Dataset.from_list(sft_rows(train_clips, dict(opts["mix"]), recipe.seed, opts["confidence"]))
+    store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
+    collator = _IdsCollator(processor, store, model.config.enabled_modalities(), max_length=opts["max_length"])
+    defaults = {"logging_steps": 1, "save_strategy": "steps", "report_to": ["tensorboard"], "seed": recipe.seed,
+                "data_seed": recipe.seed}
+    args = SFTConfig(output_dir=str(out), **{**defaults, **recipe.trainer}, remove_unused_columns=False,
+                     dataset_kwargs={"skip_prepare_dataset": True})
+    guard = NonFiniteGuard(int(recipe.stage_options.get("max_bad_steps", 10)), collator)
+    trainer = SFTTrainer(model=trainable(model, recipe), args=args, train_dataset=train, data_collator=collator,
+                         processing_class=processor, callbacks=[MetricsLogger(out), guard])
+    trainer.affect_guard = guard
+    return trainer
+
+
+def main(recipe: Recipe) -> dict[str, Any]:
+    """Run stage 1 top to bottom; return the evaluation on the test split (if the manifest has one)."""
+    out = setup_output(recipe)
+    model, processor = load_stage_model(recipe)
+    trainer = build_trainer(recipe, model, processor, out)
+    resume = last_checkpoint(out) if recipe.resume else None
+    if recipe.resume and resume is None:
+        log.warning("resume=true but %s has no checkpoint; starting from scratch", out)
+    trainer.train(resume_from_checkpoint=resume)
+    save_final(trainer.model, processor, out)
+    plot_curves(out)
+    from .evaluate import evaluate_stage
+
+    return evaluate_stage(recipe, out)
