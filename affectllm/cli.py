@@ -38,6 +38,24 @@ def _metric_ew(a: argparse.Namespace) -> int:
     return ew_main(a.pred, a.gold, a.wheel_dir, a.table, a.level)
 
 
+def _data_synth(a: argparse.Namespace) -> int:
+    from .data.synth import synth_main
+
+    return synth_main(a.out, a.n, a.seed, a.preset, a.overrides)
+
+
+def _data_prep(a: argparse.Namespace) -> int:
+    from .data.prep import run_from_args
+
+    return run_from_args(a)
+
+
+def _train(a: argparse.Namespace) -> int:
+    from .train.run import train_main
+
+    return train_main(a.recipe, a.overrides)
+
+
 def _add(sub: Any, name: str, help_text: str, fn: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text, description=help_text)
     parser.set_defaults(func=fn)
@@ -56,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = _add(sub, "data", "Data: synthesize EmoWorld, import datasets, check and prepare manifests.", lambda a: 2)
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    p = _add(dsub, "synth", "Synthesize EmoWorld: drawn-face mp4 + voice wav + manifest with splits and gold; prints "
+             "oracle/baseline EW-F, HIT, AU-F1 on the test split.", _data_synth)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--n", type=int, default=200, help="number of clips (default: 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", choices=["easy", "default", "hard"], default="default")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="knob overrides, e.g. size=64 workers=2 (see docs/emoworld.md)")
+    p = _add(dsub, "prep", "Decode, sample frames, crop faces, estimate AUs (and cache encoder features) per clip; "
+             "resumable, parallel, writes DIR/prep.jsonl.", _data_prep)
+    from .data.prep import add_arguments
+
+    add_arguments(p)
     p = _add(dsub, "check", "Validate every manifest row and probe every media file; exit 1 if any row is bad.",
              _data_check)
     p.add_argument("manifest")
@@ -69,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root", help="the release folder you obtained")
     p.add_argument("--out", required=True, help="manifest to write")
     p.add_argument("options", nargs="*", help="loader options key=value, e.g. fold=2 test_actors=21,22,23,24")
+
+    p = _add(sub, "train", "Run the training stage a recipe names (sft, grpo or calibrate).", _train)
+    p.add_argument("recipe", help="recipe YAML, e.g. recipes/tiny/sft.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="recipe overrides, e.g. data.manifest=M output_dir=O trainer.max_steps=3")
 
     metric = _add(sub, "metric", "Score predictions with the project's metrics.", lambda a: 2)
     msub = metric.add_subparsers(dest="metric_command", required=True, metavar="SUBCOMMAND")

@@ -225,7 +225,10 @@ def main(recipe: Recipe) -> dict[str, Any]:
     trainer = build_trainer(recipe, model, processor, out)
     resume = last_checkpoint(out) if recipe.resume else None
     trainer.train(resume_from_checkpoint=resume)
-    save_final(trainer.model, processor, out)
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.accelerator.is_main_process:
+        return {}
+    save_final(trainer.accelerator.unwrap_model(trainer.model), processor, out)
     plot_curves(out)
     from .evaluate import evaluate_stage
 

@@ -89,7 +89,10 @@ def main(recipe: Recipe) -> dict[str, Any]:
     if recipe.resume and resume is None:
         log.warning("resume=true but %s has no checkpoint; starting from scratch", out)
     trainer.train(resume_from_checkpoint=resume)
-    save_final(trainer.model, processor, out)
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.accelerator.is_main_process:
+        return {}
+    save_final(trainer.accelerator.unwrap_model(trainer.model), processor, out)
     plot_curves(out)
     from .evaluate import evaluate_stage
 

@@ -1,0 +1,124 @@
+"""Stage 3: confidence calibration.
+
+Two complementary steps, both optional through the recipe:
+
+1. GRPO with the ``calibration`` reward (correctness by EW against gold, the stated confidence scored by the
+   bounded Brier form, or the clipped log score; a format failure scores below every valid answer) — the same
+   trainer as stage 2, with the recipe's rewards (``trainer.max_steps: 0`` skips it);
+2. post-hoc: a monotone map (isotonic or Platt) from stated to observed confidence, fitted on a held-out split
+   (``stage_options.posthoc_split``) and saved with the model as ``calibration.json``; inference applies it.
+
+The stage ends by comparing before (``init_from``) and after on the test split: ECE, Brier, AUROC, with
+reliability diagrams (``reliability.png``) and ``calibration_report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..config import Recipe
+from ..data.collate import ClipStore
+from ..evaluation.posthoc import ConfidenceMap
+from ..evaluation.stage_eval import calibration_metrics, confidence_pairs, generate_completions, score
+from .common import last_checkpoint, load_clips, load_stage_model, plot_curves, save_final, setup_output
+
+log = logging.getLogger("affectllm.train")
+
+
+def _load(path: str | Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    import affectllm.model  # noqa: F401
+
+    return AutoModelForCausalLM.from_pretrained(path), AutoProcessor.from_pretrained(path)
+
+
+def _completions(path: str | Path, clips: list, recipe: Recipe) -> list[str]:
+    model, processor = _load(path)
+    store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
+    return generate_completions(model, processor, clips, store,
+                                max_new_tokens=int(recipe.stage_options.get("eval_max_new_tokens", 96)))
+
+
+def reliability_plot(curves: dict[str, tuple[list[float], list[bool]]], path: Path, n_bins: int = 10) -> None:
+    """Reliability diagrams (accuracy per confidence bin vs the diagonal), one line per curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..metrics import reliability_diagram
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
+    for name, (conf, correct) in curves.items():
+        if not conf:
+            continue
+        bins = [b for b in reliability_diagram(conf, correct, n_bins) if b.get("count")]
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", label=name)
+    ax.set_xlabel("stated confidence")
+    ax.set_ylabel("observed accuracy (EW-F >= 0.5)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(recipe: Recipe) -> dict[str, Any]:
+    """Run stage 3 top to bottom; return the before/after report."""
+    out = setup_output(recipe)
+    opts = {"posthoc": "isotonic", "posthoc_split": "val", "test_split": "test", "eval_samples": 64,
+            "posthoc_samples": 128, **recipe.stage_options}
+    if not recipe.init_from:
+        raise ValueError("the calibration stage needs init_from (the GRPO or SFT output directory)")
+    if int(recipe.trainer.get("max_steps", 1)) > 0:
+        from .grpo import build_trainer
+
+        model, processor = load_stage_model(recipe)
+        trainer = build_trainer(recipe, model, processor, out)
+        trainer.train(resume_from_checkpoint=last_checkpoint(out) if recipe.resume else None)
+        trainer.accelerator.wait_for_everyone()
+        if not trainer.accelerator.is_main_process:
+            return {}
+        save_final(trainer.accelerator.unwrap_model(trainer.model), processor, out)
+        plot_curves(out)
+    else:
+        model, processor = _load(recipe.init_from)
+        save_final(model, processor, out)
+    conf_map = None
+    if opts["posthoc"] and opts["posthoc"] != "none":
+        held = load_clips(recipe.data.manifest, opts["posthoc_split"], opts["posthoc_samples"], recipe.seed)
+        conf, correct = confidence_pairs(_completions(out, held, recipe), held)
+        conf_map = ConfidenceMap.fit(conf, correct, opts["posthoc"])
+        conf_map.save(out)
+        log.info("post-hoc %s map fitted on %d %s clips -> %s", opts["posthoc"], len(conf), opts["posthoc_split"],
+                 out / "calibration.json")
+    return compare(recipe, out, conf_map, opts)
+
+
+def compare(recipe: Recipe, out: Path, conf_map: ConfidenceMap | None, opts: dict[str, Any]) -> dict[str, Any]:
+    """Before (init_from) vs after (this stage, raw and post-hoc) on the test split; print, save, plot."""
+    try:
+        test = load_clips(recipe.data.eval_manifest or recipe.data.manifest, opts["test_split"],
+                          opts["eval_samples"], recipe.seed)
+    except ValueError as err:
+        log.info("no before/after comparison: %s", err)
+        return {}
+    before_text = _completions(recipe.init_from, test, recipe)
+    after_text = _completions(out, test, recipe)
+    curves = {"before": confidence_pairs(before_text, test), "after": confidence_pairs(after_text, test)}
+    if conf_map is not None:
+        curves["after + post-hoc"] = confidence_pairs(after_text, test, conf_map=conf_map)
+    report = {"before": score(before_text, test), "after": score(after_text, test, conf_map=conf_map),
+              "calibration": {k: calibration_metrics(*v) for k, v in curves.items()}}
+    (out / "calibration_report.json").write_text(json.dumps(report, indent=2))
+    reliability_plot(curves, out / "reliability.png")
+    for name, m in report["calibration"].items():
+        shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items())
+        print(f"[calibrate] {opts['test_split']} split, {name}: {shown}")
+    return report
