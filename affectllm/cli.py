@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
              _metric_ew)
     p.add_argument("--pred", required=True, help="label-output JSONL (id, labels)")
     p.add_argument("--gold", required=True, help="manifest JSONL (id, labels)")
-    p.add_argument("--wheel-dir", default=None, help="folder of the MER emotion-wheel tables; default: built-in taxonomy")
+    p.add_argument("--wheel-dir", default=None,
+                   help="folder of the MER emotion-wheel tables; default: built-in taxonomy")
     p.add_argument("--table", choices=["mer2026", "mer2025"], default="mer2026",
                    help="word forms: format.csv or legacy_mer2025/format.csv")
     p.add_argument("--level", choices=["level1", "level2"], default="level1")
