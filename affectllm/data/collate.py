@@ -1,4 +1,9 @@
-"""From manifest clips to model batches: a clip store (prep cache or live decoding) and the SFT collator."""
+"""From manifest clips to model batches: a clip store (prep cache or live decoding) and the SFT collator.
+
+With a prep folder that holds encoder features (``data prep --cache-features``, see :mod:`affectllm.data.cache`),
+the store serves them after checking their fingerprint against the trained model, and the collator passes them as
+``media_features`` in place of raw media for frozen towers.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,8 @@ class ClipStore:
     served without its media (text only) so a batch goes on.
 
     Args:
-        prep_dir: a folder written by ``affectllm data prep`` (its ``prep.jsonl`` and ``arrays/``), or None.
+        prep_dir: a folder written by ``affectllm data prep`` (its ``prep.jsonl``, ``arrays/`` and, with
+            ``--cache-features``, ``features/``), or None.
         num_frames: frames sampled uniformly per clip when decoding live.
         cache_size: clips kept in memory.
     """
@@ -40,6 +46,56 @@ class ClipStore:
         self._cache: OrderedDict[str, DecodedClip] = OrderedDict()
         self._prep: dict[str, dict[str, Any]] = self._read_prep() if self.prep_dir else {}
         self.failures: dict[str, str] = {}
+        self._fingerprint: str | None = None
+        self._features: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+
+    def features_for(self, model: Any, processor: Any) -> bool:
+        """Serve cached encoder features made by ``model``'s encoders (checked by fingerprint).
+
+        Args:
+            model: the model being trained (PEFT-wrapped or not).
+            processor: its processor (its media settings are part of the fingerprint).
+
+        Returns:
+            True when the prep folder has cached features (checked: the first clip's fingerprint matches now, every
+            other clip's when it is read); False when it has none (live encoders).
+
+        Raises:
+            ValueError: the cache was made by other encoders or media settings (a stale cache).
+        """
+        rows = [r for r in self._prep.values() if r.get("features")]
+        if not rows:
+            return False
+        from .cache import encoder_fingerprint
+
+        self._fingerprint = encoder_fingerprint(model, processor)
+        self._features.clear()
+        self.features(str(rows[0]["id"]))
+        return True
+
+    def features(self, clip_id: str) -> dict[str, np.ndarray]:
+        """Cached encoder features of a clip, ``{modality: [l, d]}``; empty when there are none or not enabled.
+
+        Raises:
+            ValueError: the clip's features were made by other encoders than the model passed to
+                :meth:`features_for`.
+        """
+        row = self._prep.get(clip_id)
+        if self._fingerprint is None or row is None or not row.get("features"):
+            return {}
+        if clip_id in self._features:
+            self._features.move_to_end(clip_id)
+            return self._features[clip_id]
+        path = self.prep_dir / row["features"]
+        if not path.is_file():  # features/ deleted to fall back to live encoders
+            return {}
+        from .cache import read_cached
+
+        feats = read_cached(path, self._fingerprint)
+        self._features[clip_id] = feats
+        if len(self._features) > self.cache_size:
+            self._features.popitem(last=False)
+        return feats
 
     def _read_prep(self) -> dict[str, dict[str, Any]]:
         path = self.prep_dir / "prep.jsonl"
@@ -121,9 +177,26 @@ class SftCollator:
     Loss is on the assistant's tokens only: the prompt (system, user, media placeholders) is labelled -100. Prompt
     and target are tokenized apart and joined, so the boundary is exact; too-long rows lose the end of the target,
     never a placeholder.
+
+    Cached encoder features: given ``model``, the store is checked against it (:meth:`ClipStore.features_for`) and,
+    per batch and tower modality, when that tower is frozen (checked per batch, so a trainable policy applied after
+    the collator is built counts) and every row with the modality has cached features for it, the batch carries
+    ``media_features[m]`` ``[u, l, d]`` over the batch's unique clips (first appearance among rows with ``m``, as
+    the processor orders them) and ``<m>_index`` ``[r]`` instead of raw media. Video and face features of clips with
+    different frame counts are brought to the longest by nearest-index repetition, as the processor does with frames
+    (the towers encode frame by frame, so this equals encoding the repeated frames); audio features of different
+    lengths (waveform encoders, whose live input is padded per batch) fall back to live encoding.
+
+    Args:
+        processor: the model's processor.
+        store: where clips' media (and cached features) come from.
+        modalities: the modalities the model takes.
+        max_length: prompt + target tokens per row at most.
+        model: the model being trained; None never uses cached features.
     """
 
-    def __init__(self, processor: Any, store: ClipStore, modalities: Sequence[str], max_length: int = 1024) -> None:
+    def __init__(self, processor: Any, store: ClipStore, modalities: Sequence[str], max_length: int = 1024,
+                 model: Any = None) -> None:
         self.processor = processor
         self.store = store
         self.modalities = list(modalities)
@@ -131,6 +204,54 @@ class SftCollator:
         tok = processor.tokenizer
         self.eos = tok.convert_tokens_to_ids(tok.eos_token)
         self.pad = tok.pad_token_id
+        self.model = model if model is not None and store.features_for(model, processor) else None
+
+    def cached_media(self, ids: Sequence[str], present: Sequence[Sequence[str]]) -> dict[str, tuple[Any, Any]]:
+        """Cached features usable for this batch: ``{modality: (features [u, l, d], index [r])}`` (see the class)."""
+        if self.model is None:
+            return {}
+        import torch
+
+        from ..model.processor import AffectLlmProcessor, _resample_time
+        from .cache import frozen_towers
+
+        feats = [self.store.features(i) for i in ids]
+        out = {}
+        for m in frozen_towers(self.model):
+            items = [f.get(m) if m in p else None for f, p in zip(feats, present)]
+            rows = [i for i, p in enumerate(present) if m in p]
+            if m not in self.modalities or not rows or any(items[i] is None for i in rows):
+                continue
+            unique, index = AffectLlmProcessor._unique(items, ids)
+            if len({u.shape for u in unique}) > 1:
+                if m == "audio":
+                    continue
+                unique = _resample_time(unique)
+            out[m] = (torch.from_numpy(np.stack(unique)), torch.tensor(index, dtype=torch.long))
+        return out
+
+    def _process(self, prompts: list[str], ids: list[str], decoded: list[DecodedClip], present: list[list[str]],
+                 cached: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+        """Processor output (unpadded ``input_ids`` per row, media tensors) with cached modalities left out."""
+        if not cached:
+            return dict(self.processor(prompts, clip_ids=ids, padding=False, return_tensors=None,
+                                       **media_kwargs(decoded, present)))
+        from ..model.configuration import MEDIA_TOKENS
+
+        # The processor insists on raw media for every placeholder: process the other modalities on prompts
+        # without the cached placeholders, and tokenize the full prompts with the processor's own expansion.
+        raw = [[m for m in p if m not in cached] for p in present]
+        stripped = prompts
+        for m in cached:
+            stripped = [t.replace(MEDIA_TOKENS[m], "") for t in stripped]
+        enc = dict(self.processor(stripped, clip_ids=ids, padding=False, return_tensors=None,
+                                  **media_kwargs(decoded, raw)))
+        enc["input_ids"] = self.processor.tokenizer([self.processor._expand(t) for t in prompts],
+                                                    add_special_tokens=False)["input_ids"]
+        for m, (features, index) in cached.items():
+            enc.setdefault("media_features", {})[m] = features
+            enc[f"{m}_index"] = index
+        return enc
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -140,8 +261,8 @@ class SftCollator:
         present = [present_modalities(d, self.modalities) for d in decoded]
         prompts = [prompt_text(self.processor, p, c.transcript, r["question"])
                    for r, p, c in zip(rows, present, clips)]
-        enc = self.processor(prompts, clip_ids=[c.id for c in clips], padding=False, return_tensors=None,
-                             **media_kwargs(decoded, present))
+        ids = [c.id for c in clips]
+        enc = self._process(prompts, ids, decoded, present, self.cached_media(ids, present))
         tok = self.processor.tokenizer
         seqs, labels = [], []
         for prompt_ids, row in zip(enc["input_ids"], rows):

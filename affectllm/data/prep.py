@@ -283,11 +283,23 @@ def _run_parallel(clips: list[Clip], settings: PrepSettings, workers: int) -> It
 
 
 def _make_feature_fn(model: str | None) -> FeatureFn:
-    """Encoder features of a clip for ``cache_features``: the hook where the model's encoders plug in."""
-    raise NotImplementedError(
-        f"cache_features needs the model's encoders (model={model!r}), which are not wired into data prep yet; "
-        "pass feature_fn=... to prep_main, or run without --cache-features"
-    )
+    """Encoder features of a clip for ``cache_features``: the frozen towers of the saved model in ``model``.
+
+    Args:
+        model: a saved affectllm model directory (e.g. a training stage's ``output_dir``).
+
+    Returns:
+        A picklable :class:`~affectllm.data.cache.EncoderFeatureFn` (loaded once here, once per worker).
+
+    Raises:
+        ValueError: ``model`` is not given or is not a model directory.
+    """
+    if not model:
+        raise ValueError("cache_features needs --model MODEL_DIR (a saved affectllm model whose encoders make the "
+                         "features), or run without --cache-features")
+    from .cache import encoder_feature_fn
+
+    return encoder_feature_fn(model)
 
 
 def prep_main(
@@ -416,7 +428,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-errors", action="store_true", help="redo ids whose earlier row failed")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--cache-features", action="store_true", help="also cache encoder features per clip")
-    parser.add_argument("--model", default=None, help="model whose encoders make the cached features")
+    parser.add_argument("--model", default=None,
+                        help="with --cache-features: the saved affectllm model directory whose frozen encoders make "
+                        "the features (the model you will train; its encoder fingerprint is checked at training)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -47,7 +47,14 @@ MEDIA_PREFIX = "affect_media_"
 
 
 class AffectGRPOTrainer(GRPOTrainer):
-    """GRPO over video, audio, face and AU inputs; see the module docstring for what is overridden and why."""
+    """GRPO over video, audio, face and AU inputs; see the module docstring for what is overridden and why.
+
+    ``dedup_media`` (recipe ``stage_options.dedup_media``, default true) processes and encodes each clip once per
+    generation batch; false processes every row's media on its own (same results, G x the encoder work: a baseline
+    for ``bench/grpo.py``).
+    """
+
+    dedup_media: bool = True
 
     def __init__(self, *args: Any, clip_store: ClipStore, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -74,7 +81,8 @@ class AffectGRPOTrainer(GRPOTrainer):
         present = [present_modalities(d, allowed) for d in decoded]
         texts = [prompt_text(self.processing_class, p, c.transcript, r["question"])
                  for p, c, r in zip(present, clips, rows)]
-        enc = self.processing_class(texts, clip_ids=[c.id for c in clips], **media_kwargs(decoded, present))
+        clip_ids = [c.id for c in clips] if self.dedup_media else None
+        enc = self.processing_class(texts, clip_ids=clip_ids, **media_kwargs(decoded, present))
         prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
         fields = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
         self._row_media = self._expand_per_row(policy, fields, present)
@@ -212,6 +220,7 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=train,
                           processing_class=processor, clip_store=store)
+    trainer.dedup_media = bool(recipe.stage_options.get("dedup_media", True))
     guard = NonFiniteGuard(int(recipe.stage_options.get("max_bad_steps", 10)), trainer)
     trainer.add_callback(MetricsLogger(out))
     trainer.add_callback(guard)
