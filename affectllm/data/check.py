@@ -7,6 +7,12 @@ The probe opens each video/audio file with :func:`affectllm.media.decode.probe` 
 else with PyAV (``av``) directly, reads its streams and duration, and checks that a
 ``video`` has a video stream and an ``audio`` an audio stream. It decodes nothing, so it is fast (a few ms a file);
 files shared by several rows are probed once, in a small thread pool (PyAV releases the GIL while it demuxes).
+
+A ``video`` may also be a still image or a folder of frames (FEA-20K, FERV39K, BP4D): the decoder reads them with
+Pillow (:mod:`affectllm.media.stills`), so they are not errors; the report adds one note counting them, with the
+ffmpeg line that turns a folder into a video (faster to decode). A row's ``start``/``end`` window is checked against
+the probed duration: a window that starts after the file ends is an error, one that ends past it a warning (the
+decoder clamps it), and the media duration sums windows rather than whole files.
 """
 
 from __future__ import annotations
@@ -33,15 +39,15 @@ class MediaInfo:
     streams: list[str] = field(default_factory=list)
     width: int | None = None
     height: int | None = None
+    form: str = "file"
 
 
 def _file_error(path: Path) -> tuple[str, str] | None:
-    """A missing, empty or unreadable file: (message, hint); None when the bytes can be read."""
+    """A missing, empty or unreadable file: (message, hint); None when the bytes can be read (or it is a folder)."""
     if not path.exists():
         return f"file not found: {path}", "fix the path (it is relative to the manifest's folder) or add the file"
     if path.is_dir():
-        hint = "point at a media file (convert a frame folder: ffmpeg -i DIR/%05d.jpg OUT.mp4)"
-        return f"is a directory: {path}", hint
+        return None
     if path.stat().st_size == 0:
         return f"empty file: {path}", "re-copy or re-extract the file"
     try:
@@ -68,11 +74,15 @@ def probe_file(path: str, kind: str, open_media: bool = True) -> MediaInfo:
     if bad is not None:
         info.error, info.hint = bad
         return info
+    if Path(path).is_dir():
+        info.form = "frames"
     if not open_media:
         return info
     media_probe = _house_probe()
     if media_probe is not None:
         _fill_from_house_probe(info, *media_probe)
+    elif info.form == "frames":
+        info.error, info.hint = "is a folder and affectllm.media is not importable", "install PyAV and Pillow"
     else:
         _fill_from_pyav(info)
     if info.error is None and kind not in info.streams:
@@ -100,6 +110,10 @@ def _fill_from_house_probe(info: MediaInfo, probe: Any, error: type[Exception]) 
         return
     info.streams = [k for k, has in (("video", found.has_video), ("audio", found.has_audio)) if has]
     info.duration, info.width, info.height = found.duration_s, found.width, found.height
+    from affectllm.media.stills import is_image  # importable whenever the house probe is
+
+    if is_image(info.path):
+        info.form = "image"
 
 
 def _fill_from_pyav(info: MediaInfo) -> None:
@@ -131,6 +145,7 @@ class CheckReport:
     duration: float = 0.0
     probed: int = 0
     opened: bool = False
+    notes: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Problem]:
@@ -143,8 +158,17 @@ class CheckReport:
         return [p for p in self.problems if not p.is_error]
 
 
+def _window(clip: Clip) -> tuple[float, float | None] | None:
+    """The row's validated ``start``/``end`` (the manifest reader already rejected bad values)."""
+    start, end = clip.extra.get("start"), clip.extra.get("end")
+    if start is None and end is None:
+        return None
+    return float(start or 0.0), None if end is None else float(end)
+
+
 def _media_problems(line: int, clip: Clip, infos: dict[tuple[str, str], MediaInfo], path: str) -> list[Problem]:
     out = []
+    window = _window(clip)
     for kind in MEDIA_FIELDS:
         media = getattr(clip, kind)
         if media is None:
@@ -152,7 +176,37 @@ def _media_problems(line: int, clip: Clip, infos: dict[tuple[str, str], MediaInf
         info = infos[(media, kind)]
         if info.error is not None:
             out.append(Problem(line, kind, info.error, info.hint, id=clip.id, path=path))
+        elif window is not None and info.duration is not None:
+            start, end = window
+            if start >= info.duration:
+                msg = f"the window starts at {start:g} s, at or after the end of the file ({info.duration:.3f} s)"
+                out.append(
+                    Problem(line, "start", msg, "start/end are seconds into the row's media", id=clip.id, path=path)
+                )
+            elif end is not None and end > info.duration + 0.05:
+                msg = f"the window ends at {end:g} s, past the end of the {kind} file ({info.duration:.3f} s)"
+                out.append(Problem(line, "end", msg, "decoding clamps it; check the times", "warning", clip.id, path))
     return out
+
+
+def _clip_seconds(clip: Clip, media: list[MediaInfo]) -> float:
+    """Seconds of media a row stands for: its window inside the first file with a duration, else that file."""
+    duration = next((i.duration for i in media if i.duration), 0.0)
+    window = _window(clip)
+    if window is None or not duration:
+        return duration
+    return max(0.0, min(duration, window[1] if window[1] is not None else duration) - window[0])
+
+
+def _stills_note(infos: dict[tuple[str, str], MediaInfo]) -> str | None:
+    forms = Counter(i.form for i in infos.values() if i.error is None)
+    if not forms["frames"] and not forms["image"]:
+        return None
+    return (
+        f"{forms['frames']} video path(s) are frame folders and {forms['image']} still images: decoded with Pillow "
+        "(a folder at the row's fps, 25 by default); a folder decodes faster as a video: "
+        "ffmpeg -framerate 25 -i DIR/%05d.jpg -c:v libx264 -pix_fmt yuv420p OUT.mp4 (match the names' pattern)"
+    )
 
 
 def check_manifest(manifest: str | os.PathLike[str], probe: bool = True, workers: int = 4) -> CheckReport:
@@ -184,10 +238,12 @@ def check_manifest(manifest: str | os.PathLike[str], probe: bool = True, workers
             report.splits[clip.split or "(none)"] += 1
             report.sources[clip.source or "(none)"] += 1
             media = [infos[(m, k)] for k, m in (("video", clip.video), ("audio", clip.audio)) if m]
-            report.duration += next((i.duration for i in media if i.duration), 0.0)
+            report.duration += _clip_seconds(clip, media)
         if clip is None or any(p.is_error for p in problems):
             report.bad_rows += 1
         report.problems.extend(problems)
+    note = _stills_note(infos)
+    report.notes += [note] if note else []
     return report
 
 
@@ -201,6 +257,8 @@ def _print_report(report: CheckReport, manifest: str, max_print: int) -> None:
         console.print(f"[{style}]{problem}[/{style}]", markup=True)
     if len(report.problems) > max_print:
         console.print(f"... and {len(report.problems) - max_print} more problems (see the counts below)")
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False)
     table = Table(title=f"data check: {manifest}", show_header=False)
     table.add_row("rows", str(report.rows))
     table.add_row("rows ok", str(report.rows - report.bad_rows))

@@ -6,12 +6,18 @@ A manifest is JSONL, one clip a line::
 
 Fields: ``id`` (required), ``video``/``audio``/``transcript`` (at least one), ``caption``, ``labels`` (a list of
 open-vocabulary words), ``emotion`` (one label), ``aus`` (FACS codes), ``valence``/``arousal`` (numbers in
-[-1, 1]), ``split``, ``source``. Media paths are relative to the manifest file's folder (absolute paths are kept).
+[-1, 1]), ``split``, ``source``, ``start``/``end`` (seconds). Media paths are relative to the manifest file's folder
+(absolute paths are kept).
+
+``start``/``end`` make the row a time window ``[start, end)`` of its media (an utterance in a dialog recording, a
+window of a long AU-coded video): numbers >= 0, ``end > start`` when both are given, either may be left out (from
+the file's start / to its end). They are validated here but stay in :attr:`Clip.extra` (``clip.extra["start"]``),
+where the decoder reads them (:func:`affectllm.media.decode.clip_window`).
 
 Decisions (the contract was silent on these):
 
 * Unknown keys are kept, in :attr:`Clip.extra`, so loaders and users can carry their own columns (MOSI's sentiment
-  score, a clip's start/end). A key that looks like a misspelt known key (``lables``) gets a *warning*.
+  score, a speaker). A key that looks like a misspelt known key (``lables``) gets a *warning*.
 * ``null`` means absent. An empty transcript counts as no transcript.
 * AU codes are normalised (``AU04``, ``au4``, ``4`` -> ``AU4``); labels are stripped of surrounding white space.
 * A numeric ``id`` is accepted and turned into a string; duplicate ids are errors on the later line (the first
@@ -40,6 +46,8 @@ MEDIA_FIELDS: tuple[str, ...] = ("video", "audio")
 CONTENT_FIELDS: tuple[str, ...] = ("video", "audio", "transcript")
 TEXT_FIELDS: tuple[str, ...] = ("transcript", "caption", "emotion", "split", "source")
 SCORE_FIELDS: tuple[str, ...] = ("valence", "arousal")
+WINDOW_FIELDS: tuple[str, ...] = ("start", "end")
+"""Contract keys kept in :attr:`Clip.extra` (the :class:`Clip` type has no field for them)."""
 KNOWN_FIELDS: tuple[str, ...] = (
     "id",
     "video",
@@ -182,6 +190,27 @@ def _check_scalars(row: dict[str, Any], err: Any) -> None:
             err(key, f"{value} is outside [-1, 1]", "rescale it (e.g. MOSI's [-3, 3] / 3)")
 
 
+def _check_window(row: dict[str, Any], err: Any) -> None:
+    values = {}
+    for key in WINDOW_FIELDS:
+        value = row.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            err(
+                key,
+                f"must be a number of seconds >= 0, got {value!r}",
+                "write seconds into the media file as a JSON number (a time stamp that is not a window, such as "
+                "MELD's episode times, belongs under another key)",
+            )
+        elif value < 0:
+            err(key, f"{value} is negative", "write seconds >= 0 from the start of the media file")
+        else:
+            values[key] = value
+    if len(values) == 2 and values["end"] <= values["start"]:
+        err("end", f"{values['end']} is not after start {values['start']}: an empty window", "make end > start")
+
+
 def _check_lists(row: dict[str, Any], err: Any) -> None:
     labels = row.get("labels")
     if labels is not None:
@@ -229,13 +258,14 @@ def validate_row(row: Any, line: int, path: str | None = None) -> list[Problem]:
     elif isinstance(ident, bool) or not isinstance(ident, (str, int)) or not str(ident).strip():
         err("id", f"must be a non-empty string, got {ident!r}", "use a unique string id")
     _check_scalars(row, err)
+    _check_window(row, err)
     _check_lists(row, err)
     has_content = any(isinstance(row.get(k), str) and row[k].strip() for k in CONTENT_FIELDS)
     if not has_content:
         err("video/audio/transcript", "the row has none of them", "give at least one")
     for key in row:
-        if key not in KNOWN_FIELDS:
-            close = difflib.get_close_matches(key, KNOWN_FIELDS, n=1, cutoff=0.8)
+        if key not in KNOWN_FIELDS + WINDOW_FIELDS:
+            close = difflib.get_close_matches(key, KNOWN_FIELDS + WINDOW_FIELDS, n=1, cutoff=0.8)
             if close:
                 err(
                     key,

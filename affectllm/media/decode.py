@@ -14,6 +14,11 @@ Audio (the video's own track, or a separate file that takes precedence) is decod
 libswresample (``av.AudioResampler``) to float32 mono at ``sample_rate``. A video without an audio track gives
 ``audio=None``: a clip without audio, not an error.
 
+A clip may be a time window ``[start, end)`` (seconds) of longer media: the manifest's ``start``/``end`` keys
+(``clip.extra``, see :func:`clip_window`). Frames are sampled only inside the window (the sampling strategies run on
+the window's frame range) and the audio is cut to it, exact to the output sample; a window past the end of a file
+is clamped with a warning. Still images and folders of frames are read with Pillow (:mod:`.stills`).
+
 Every error names the file and says what to do (:class:`MediaError` and its subclasses).
 """
 
@@ -21,120 +26,65 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 import numpy as np
 
 from ..types import Clip, DecodedClip
-from .sampling import SamplingConfig, sample_indices
+from . import stills
+from .common import (
+    WINDOW_SLACK_S,
+    DecodeConfig,
+    DecodeInfo,
+    MediaDecodeError,
+    MediaError,
+    MediaInfo,
+    MediaLimitError,
+    MediaWindowError,
+    VideoResult,
+    Window,
+    check_limits,
+    clamp_window,
+    clip_window,
+    pick_indices,
+    require_path,
+    target_size,
+)
+
+__all__ = [
+    "BACKENDS",
+    "WINDOW_SLACK_S",
+    "DecodeConfig",
+    "DecodeInfo",
+    "MediaDecodeError",
+    "MediaError",
+    "MediaInfo",
+    "MediaLimitError",
+    "MediaWindowError",
+    "VideoResult",
+    "Window",
+    "check_limits",
+    "clamp_window",
+    "clip_window",
+    "decode_audio",
+    "decode_clip",
+    "decode_clip_info",
+    "decode_video",
+    "probe",
+]
 
 log = logging.getLogger(__name__)
 
 BACKENDS: tuple[str, ...] = ("decord", "pyav")
 
 
-class MediaError(Exception):
-    """A media file could not be used; the message names the file and what to do."""
-
-
-class MediaLimitError(MediaError):
-    """A clip is over a configured limit (duration, frame size, file size)."""
-
-
-class MediaDecodeError(MediaError):
-    """No backend could decode a file."""
-
-
-@dataclass
-class DecodeConfig:
-    """How to decode a clip, and the limits a clip must stay within.
-
-    Attributes:
-        backend: the backend tried first, ``"decord"`` or ``"pyav"``.
-        fallback: retry on the other backend when the first one fails.
-        sampling: which frames to take (see :mod:`affectllm.media.sampling`).
-        sample_rate: audio rate after resampling (Hz, mono).
-        max_side: when set, frames are resized (aspect kept) so the longer side is at most this many pixels.
-        threads: decoder threads per backend (0: the library's default).
-        max_duration_s: refuse clips longer than this.
-        max_pixels: refuse videos whose ``width * height`` is larger.
-        max_file_mb: refuse files larger than this.
-    """
-
-    backend: str = "decord"
-    fallback: bool = True
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    sample_rate: int = 16000
-    max_side: int | None = None
-    threads: int = 0
-    max_duration_s: float = 900.0
-    max_pixels: int = 3840 * 2160
-    max_file_mb: float = 4096.0
-
-
-@dataclass
-class MediaInfo:
-    """What a probe learns from a file's headers (no frame is decoded)."""
-
-    path: str
-    size_bytes: int
-    duration_s: float | None = None
-    has_video: bool = False
-    has_audio: bool = False
-    width: int | None = None
-    height: int | None = None
-    fps: float | None = None
-    num_frames: int | None = None
-    video_codec: str | None = None
-    audio_rate: int | None = None
-    audio_channels: int | None = None
-
-
-@dataclass
-class VideoResult:
-    """Sampled frames of one video and how they were obtained.
-
-    Attributes:
-        frames: uint8 RGB ``[t, h, w, 3]``.
-        times: seconds of each frame ``[t]``.
-        indices: frame indices ``[t]`` in the video.
-        total_frames: frames in the video as indexed by the backend.
-        fps: average frame rate.
-        backend: the backend that produced the frames.
-        warnings: what went wrong but was recovered (a failed first backend, a cut-off tail).
-    """
-
-    frames: np.ndarray
-    times: np.ndarray
-    indices: np.ndarray
-    total_frames: int
-    fps: float
-    backend: str
-    warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class DecodeInfo:
-    """Side information of :func:`decode_clip_info`: the probe, the backend used, recovered problems."""
-
-    probe: MediaInfo | None = None
-    backend: str | None = None
-    total_frames: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-
-def _require_file(path: str) -> None:
-    if not os.path.isfile(path):
-        raise MediaError(f"{path}: no such file; check the manifest path (paths are relative to the manifest)")
-
-
-def probe(path: str | os.PathLike[str]) -> MediaInfo:
+def probe(path: str | os.PathLike[str], frame_rate: float | None = None) -> MediaInfo:
     """Read a media file's headers: duration, frame size and rate, streams.
 
     Args:
-        path: a video or audio file.
+        path: a video or audio file, a still image, or a folder of frames (see :mod:`.stills`).
+        frame_rate: frame rate of a folder of frames (default :data:`.stills.DEFAULT_FOLDER_FPS`).
 
     Returns:
         A :class:`MediaInfo`.
@@ -143,7 +93,9 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         MediaError: missing file, or a file no demuxer can open.
     """
     path = os.fspath(path)
-    _require_file(path)
+    require_path(path, folder_ok=True)
+    if stills.is_stills(path):
+        return stills.probe_stills(path, frame_rate)
     info = MediaInfo(path=path, size_bytes=os.path.getsize(path))
     try:
         with av.open(path) as container:
@@ -178,51 +130,18 @@ def _probe_video(stream: av.VideoStream, info: MediaInfo) -> None:
         info.num_frames = int(round(info.duration_s * info.fps))
 
 
-def check_limits(info: MediaInfo, cfg: DecodeConfig) -> None:
-    """Refuse a clip over the configured limits, before any decoding.
-
-    Raises:
-        MediaLimitError: naming the file, the measured value, the limit and the setting that raises it.
-    """
-    size_mb = info.size_bytes / 2**20
-    if size_mb > cfg.max_file_mb:
-        raise MediaLimitError(
-            f"{info.path}: file is {size_mb:.0f} MB, over the limit of {cfg.max_file_mb:.0f} MB "
-            "(DecodeConfig.max_file_mb); re-encode it smaller or raise the limit"
-        )
-    if info.duration_s is not None and info.duration_s > cfg.max_duration_s:
-        raise MediaLimitError(
-            f"{info.path}: clip is {info.duration_s:.1f} s long, over the limit of {cfg.max_duration_s:.0f} s "
-            f"(DecodeConfig.max_duration_s); cut it (ffmpeg -ss START -t SECONDS) or raise the limit"
-        )
-    if info.width and info.height and info.width * info.height > cfg.max_pixels:
-        raise MediaLimitError(
-            f"{info.path}: frames are {info.width}x{info.height}, over the limit of {cfg.max_pixels} pixels "
-            "(DecodeConfig.max_pixels); downscale it (ffmpeg -vf scale=-2:720) or raise the limit"
-        )
-
-
-def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, int] | None:
-    """(width, height) after capping the longer side, both even; None when no resize is needed."""
-    if not max_side or max(width, height) <= max_side:
-        return None
-    scale = max_side / max(width, height)
-    return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
-
-
-def _decord_video(path: str, cfg: DecodeConfig) -> VideoResult:
+def _decord_video(path: str, cfg: DecodeConfig, window: Window | None = None) -> VideoResult:
     import decord
 
     size = None
     if cfg.max_side:
         info = probe(path)
-        size = _target_size(info.width or 0, info.height or 0, cfg.max_side)
+        size = target_size(info.width or 0, info.height or 0, cfg.max_side)
     width, height = size or (-1, -1)
     reader = decord.VideoReader(path, width=width, height=height, num_threads=cfg.threads)
     total, fps = len(reader), float(reader.get_avg_fps())
-    idx = sample_indices(total, fps, cfg.sampling)
-    if len(idx) == 0:
-        raise MediaDecodeError(f"{path}: the video stream has no frames")
+    times = reader.get_frame_timestamp(list(range(total)))[:, 0] if window is not None and total else None
+    idx = pick_indices(total, fps, cfg, path, times, window)
     frames = reader.get_batch(idx.tolist()).asnumpy()
     times = reader.get_frame_timestamp(idx.tolist())[:, 0].astype(np.float64)
     return VideoResult(frames, times, idx, total, fps, "decord")
@@ -272,7 +191,7 @@ def _seconds(pts: int | None, stream: av.VideoStream) -> float:
     return float((pts or 0) * stream.time_base) if stream.time_base else 0.0
 
 
-def _pyav_video(path: str, cfg: DecodeConfig) -> VideoResult:
+def _pyav_video(path: str, cfg: DecodeConfig, window: Window | None = None) -> VideoResult:
     with av.open(path) as container:
         if not container.streams.video:
             raise MediaDecodeError(f"{path}: no video stream")
@@ -282,9 +201,9 @@ def _pyav_video(path: str, cfg: DecodeConfig) -> VideoResult:
         pts, keys = _pyav_index(container, stream)
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else 25.0
-        idx = sample_indices(len(pts), fps, cfg.sampling)
-        if len(idx) == 0:
-            raise MediaDecodeError(f"{path}: the video stream has no frames")
+        start = stream.start_time or 0
+        times = (pts - start).astype(np.float64) * float(stream.time_base or 0)
+        idx = pick_indices(len(pts), fps, cfg, path, times, window)
         got, problem = _pyav_grab(container, stream, np.unique(pts[idx]), keys)
         warnings = []
         kept = np.asarray([i for i in idx if int(pts[i]) in got], dtype=np.int64)
@@ -292,12 +211,10 @@ def _pyav_video(path: str, cfg: DecodeConfig) -> VideoResult:
             warnings.append(f"{path}: {len(idx) - len(kept)} of {len(idx)} sampled frames unreadable: {problem}")
         if len(kept) == 0:
             raise MediaDecodeError(f"{path}: no sampled frame could be decoded ({problem})")
-        size = _target_size(stream.codec_context.width, stream.codec_context.height, cfg.max_side)
+        size = target_size(stream.codec_context.width, stream.codec_context.height, cfg.max_side)
         w, h = size or (None, None)
         frames = np.stack([got[int(pts[i])].to_ndarray(format="rgb24", width=w, height=h) for i in kept])
-        start = stream.start_time or 0
-        times = np.asarray([_seconds(int(pts[i]) - start, stream) for i in kept], dtype=np.float64)
-        return VideoResult(frames, times, kept, len(pts), fps, "pyav", warnings)
+        return VideoResult(frames, times[kept], kept, len(pts), fps, "pyav", warnings)
 
 
 _READERS = {"decord": _decord_video, "pyav": _pyav_video}
@@ -311,22 +228,33 @@ def _decord_available() -> bool:
     return True
 
 
-def decode_video(path: str | os.PathLike[str], cfg: DecodeConfig | None = None) -> VideoResult:
+def decode_video(
+    path: str | os.PathLike[str],
+    cfg: DecodeConfig | None = None,
+    window: Window | None = None,
+    frame_rate: float | None = None,
+) -> VideoResult:
     """Sample and decode frames of one video, falling back to the other backend on a decoder error.
 
     Args:
-        path: a video file.
+        path: a video file, a still image or a folder of frames (read with Pillow, see :mod:`.stills`).
         cfg: decoding configuration (defaults: decord first, 8 uniform frames).
+        window: ``(start, end)`` seconds: sample only the frames stamped in ``[start, end)`` (indices and times
+            stay those of the whole file); a window past the end is cut at the last frame.
+        frame_rate: frame rate of a folder of frames (default 25); ignored for video files.
 
     Returns:
         A :class:`VideoResult` with frames ``[t, h, w, 3]`` uint8 RGB.
 
     Raises:
-        MediaDecodeError: every backend tried failed; the message carries each backend's error.
+        MediaDecodeError: every backend tried failed; the message carries each backend's error (a window holding
+            no frame is such an error).
     """
     cfg = cfg or DecodeConfig()
     path = os.fspath(path)
-    _require_file(path)
+    require_path(path, folder_ok=True)
+    if stills.is_stills(path):
+        return stills.decode_stills(path, cfg, window, frame_rate)
     if cfg.backend not in BACKENDS:
         raise ValueError(f"unknown decode backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}")
     order = [cfg.backend] + ([b for b in BACKENDS if b != cfg.backend] if cfg.fallback else [])
@@ -335,7 +263,8 @@ def decode_video(path: str | os.PathLike[str], cfg: DecodeConfig | None = None) 
     errors: list[str] = []
     for backend in order:
         try:
-            result = _READERS[backend](path, cfg)
+            reader = _READERS[backend]  # the reader protocol is (path, cfg[, window])
+            result = reader(path, cfg) if window is None else reader(path, cfg, window)
         except Exception as e:  # noqa: BLE001 - decoders raise many types (DECORDError, RuntimeError, FFmpegError)
             errors.append(f"{backend}: {type(e).__name__}: {str(e).strip()[:300]}")
             log.info("%s: %s failed (%s); trying the next backend", path, backend, e)
@@ -348,31 +277,47 @@ def decode_video(path: str | os.PathLike[str], cfg: DecodeConfig | None = None) 
     )
 
 
-def decode_audio(path: str | os.PathLike[str], sample_rate: int = 16000) -> np.ndarray | None:
+def decode_audio(
+    path: str | os.PathLike[str], sample_rate: int = 16000, window: Window | None = None
+) -> np.ndarray | None:
     """Decode the first audio stream of a file and resample it to float32 mono.
+
+    With a window, the resampled stream is cut to output samples ``[round(start * rate), round(end * rate))``
+    (time 0 is the first decoded sample), so the cut is exact to the sample and equal to the same slice of the
+    whole file's decode; decoding stops once ``end`` is reached.
 
     Args:
         path: an audio file, or a video whose own audio track is wanted.
         sample_rate: output rate in Hz.
+        window: ``(start, end)`` seconds to keep (``end`` exclusive, None: to the end of the file).
 
     Returns:
-        float32 waveform ``[n]`` in [-1, 1], or None when the file has no audio stream (or it holds no samples).
+        float32 waveform ``[n]`` in [-1, 1], or None when the file has no audio stream (or it, or the window,
+        holds no samples).
 
     Raises:
         MediaDecodeError: the audio stream exists but cannot be decoded.
     """
     path = os.fspath(path)
-    _require_file(path)
+    require_path(path)
     chunks: list[np.ndarray] = []
+    first, stop = (0, None) if window is None else (round(window[0] * sample_rate), window[1])
+    stop = None if stop is None else round(stop * sample_rate)
     try:
         with av.open(path) as container:
             if not container.streams.audio:
                 return None
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            done = 0
             for frame in container.decode(stream):
-                chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
-            chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+                new = [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
+                chunks.extend(new)
+                done += sum(c.size for c in new)
+                if stop is not None and done >= stop:
+                    break
+            else:
+                chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
     except av.error.FFmpegError as e:
         raise MediaDecodeError(
             f"{path}: cannot decode the audio ({e}); check it plays (ffprobe {path}) or convert it "
@@ -380,7 +325,7 @@ def decode_audio(path: str | os.PathLike[str], sample_rate: int = 16000) -> np.n
         ) from e
     if not chunks:
         return None
-    wave = np.concatenate(chunks).astype(np.float32, copy=False)
+    wave = np.concatenate(chunks).astype(np.float32, copy=False)[first:stop]
     return wave if wave.size else None
 
 
@@ -389,7 +334,11 @@ def decode_clip_info(
 ) -> tuple[DecodedClip, DecodeInfo]:
     """Probe, check limits and decode one clip's video frames and audio.
 
-    The audio comes from ``clip.audio`` when given, otherwise from the video's own track.
+    The audio comes from ``clip.audio`` when given, otherwise from the video's own track. The clip's window
+    (:func:`clip_window`) applies to every media file of the row, which share one timeline: frames are sampled
+    inside it and the audio (``clip.audio`` or the video's own track) is cut to it; each file's window is clamped
+    to that file's duration with a warning in ``info.warnings``. A folder of frames runs at ``clip.extra["fps"]``
+    (default 25).
 
     Args:
         clip: a :class:`~affectllm.types.Clip` (paths resolved) or a bare video path.
@@ -397,29 +346,39 @@ def decode_clip_info(
 
     Returns:
         ``(decoded, info)``: the :class:`~affectllm.types.DecodedClip` (frames ``[t, h, w, 3]``, audio ``[n]``,
-        ``frame_times`` ``[t]``; a missing modality is None) and the :class:`DecodeInfo`.
+        ``frame_times`` ``[t]`` in seconds into the file; a missing modality is None) and the :class:`DecodeInfo`.
 
     Raises:
         MediaLimitError: a file is over the limits.
         MediaDecodeError: a file cannot be decoded.
+        MediaWindowError: the window is malformed or empty, or starts after the end of a file.
     """
     cfg = cfg or DecodeConfig()
     if not isinstance(clip, Clip):
         clip = Clip(id=Path(os.fspath(clip)).stem, video=os.fspath(clip))
     out = DecodedClip(id=clip.id, sample_rate=cfg.sample_rate, transcript=clip.transcript)
     info = DecodeInfo()
+    window = clip_window(clip)
+    rate = clip.extra.get("fps")
+    rate = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0 else None
+    video_window = window
     if clip.video:
-        info.probe = probe(clip.video)
-        check_limits(info.probe, cfg)
+        info.probe = probe(clip.video, rate)
+        check_limits(info.probe, cfg, window)
+        video_window = clamp_window(window, info.probe, clip.id, info.warnings)
         if info.probe.has_video:
-            video = decode_video(clip.video, cfg)
+            video = decode_video(clip.video, cfg, video_window, rate)
             out.frames, out.frame_times = video.frames, video.times
-            info.backend, info.total_frames, info.warnings = video.backend, video.total_frames, video.warnings
+            info.backend, info.total_frames = video.backend, video.total_frames
+            info.warnings += video.warnings
+    audio_window = video_window
+    if clip.audio:
+        audio_probe = probe(clip.audio)
+        check_limits(audio_probe, cfg, window)
+        audio_window = clamp_window(window, audio_probe, clip.id, info.warnings)
     audio_path = clip.audio or (clip.video if info.probe is not None and info.probe.has_audio else None)
     if audio_path:
-        if clip.audio:
-            check_limits(probe(clip.audio), cfg)
-        out.audio = decode_audio(audio_path, cfg.sample_rate)
+        out.audio = decode_audio(audio_path, cfg.sample_rate, audio_window)
     return out, info
 
 

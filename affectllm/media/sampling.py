@@ -10,6 +10,10 @@ Strategies:
 * :func:`segment_indices`: TSN-style, ``k`` frames from each of ``num_segments`` equal segments, centred or
   jittered with a seeded generator (training augmentation).
 
+A time window (a clip inside a longer recording) is sampled on its own frame range: :func:`window_range` finds the
+frames whose timestamps fall in ``[start, end)`` and the strategies run on that range's length (the caller adds
+the range's first index back).
+
 A video with fewer frames than asked gives each of its frames once (``repeat=False``, the default: a repeated
 frame is not new evidence) or exactly ``n`` indices with repeats (``repeat=True``, for models that need a fixed
 ``t``). A zero-frame video gives an empty array.
@@ -31,6 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 
 STRATEGIES: tuple[str, ...] = ("uniform", "fps", "segment")
+WINDOW_TOLERANCE_S = 1e-4
+"""A frame stamped this close before a window edge counts as at the edge (float timestamps, e.g. ``30 / 30.0``)."""
 
 
 def _empty() -> np.ndarray:
@@ -168,3 +174,23 @@ def sample_indices(total: int, video_fps: float, cfg: SamplingConfig) -> np.ndar
         rng = np.random.default_rng(cfg.seed) if cfg.seed is not None else None
         return segment_indices(total, cfg.num_frames, cfg.frames_per_segment, rng)
     raise ValueError(f"unknown sampling strategy {cfg.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def window_range(times: np.ndarray, start: float = 0.0, end: float | None = None) -> tuple[int, int]:
+    """The frames whose timestamps lie in ``[start, end)``: ``(first, stop)`` with ``stop`` exclusive.
+
+    Args:
+        times: each frame's time in seconds, sorted (presentation order).
+        start: window start in seconds.
+        end: window end in seconds (exclusive); None: to the last frame.
+
+    Returns:
+        ``(first, stop)`` indices into ``times``; ``first == stop`` when no frame lies in the window.
+
+    >>> window_range(np.arange(10) / 5.0, 0.4, 1.0)
+    (2, 5)
+    """
+    times = np.asarray(times, dtype=np.float64)
+    first = int(np.searchsorted(times, start - WINDOW_TOLERANCE_S, side="left"))
+    stop = len(times) if end is None else int(np.searchsorted(times, end - WINDOW_TOLERANCE_S, side="left"))
+    return first, max(first, stop)

@@ -27,7 +27,12 @@ MELD_SPLITS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 @register("meld", card="meld")
 def load_meld(root: str | Path) -> LoadResult:
-    """MELD.Raw: ``{train,dev,test}_sent_emo.csv`` and ``dia<D>_utt<U>.mp4`` in each split's video folder."""
+    """MELD.Raw: ``{train,dev,test}_sent_emo.csv`` and ``dia<D>_utt<U>.mp4`` in each split's video folder.
+
+    Each clip file is already the utterance; the CSV's ``StartTime``/``EndTime`` (the utterance's place in the
+    episode, ``hh:mm:ss,ms``) go to ``extra.episode_start``/``extra.episode_end``, not to the manifest's
+    ``start``/``end``, which would cut the clip file.
+    """
     root = Path(root)
     out = LoadResult()
     for split, (csv_name, folders) in MELD_SPLITS.items():
@@ -54,8 +59,9 @@ def load_meld(root: str | Path) -> LoadResult:
                         "speaker": col(row, "speaker"),
                         "dialogue_id": int(row["dialogue_id"]),
                         "utterance_id": int(row["utterance_id"]),
-                        "start": col(row, "starttime"),
-                        "end": col(row, "endtime"),
+                        # the episode's hh:mm:ss,ms, not a window of the (already cut) clip file: not start/end
+                        "episode_start": col(row, "starttime"),
+                        "episode_end": col(row, "endtime"),
                     },
                 )
             )
