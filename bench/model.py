@@ -81,7 +81,13 @@ def bench_dedup(g: int, repeats: int, preset_overrides: list[str]) -> dict:
 
 def write_small_towers(root: str) -> list[str]:
     """Random-init 'small' CLIP vision and Whisper towers saved as local dirs: loaded by path like real backbones."""
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, WhisperConfig, WhisperFeatureExtractor
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+    )
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     vision = CLIPVisionConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,

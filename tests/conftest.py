@@ -32,3 +32,13 @@ def media():
         "face": rng.integers(0, 255, (6, 24, 24, 3), dtype=np.uint8),
         "au": rng.random((6, 353)).astype(np.float32),
     }
+
+
+@pytest.fixture(scope="session")
+def emoworld(tmp_path_factory):
+    """A 12-clip EmoWorld (train/val/test splits) written once per session; returns the manifest path."""
+    from affectllm.data.synth import synth_main
+
+    out = tmp_path_factory.mktemp("emoworld")
+    assert synth_main(str(out), 12, 0, overrides=["size=48", "fps=8"]) == 0
+    return out / "manifest.jsonl"

@@ -50,7 +50,8 @@ def test_metric_ew_through_the_cli(tmp_path, capsys):
     gold, pred = tmp_path / "gold.jsonl", tmp_path / "pred.jsonl"
     gold.write_text(json.dumps({"id": "a", "transcript": "x", "labels": ["happy"]}) + "\n"
                     + json.dumps({"id": "b", "transcript": "y", "labels": ["sad"]}) + "\n")
-    pred.write_text(json.dumps({"id": "a", "labels": ["joyful"]}) + "\n" + json.dumps({"id": "b", "labels": "[angry]"}))
+    pred.write_text(json.dumps({"id": "a", "labels": ["joyful"]}) + "\n"
+                    + json.dumps({"id": "b", "labels": "[angry]"}))
     assert main(["metric", "ew", "--pred", str(pred), "--gold", str(gold)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["f"] == pytest.approx(0.5) and out["n"] == 2

@@ -205,7 +205,8 @@ def test_iemocap_sessions(tmp_path: Path) -> None:
     res = load_dataset("iemocap", tmp_path / "IEMOCAP_full_release", test_session=1)
     (clip,) = res.clips
     assert clip.labels == ["neutral"] and clip.transcript == "Excuse me." and clip.valence == -0.25
-    assert clip.split == "test" and clip.extra["start"] == 6.2901 and clip.extra["speaker"] == "F"
+    assert clip.split == "test" and clip.extra["dialog_start"] == 6.2901 and clip.extra["speaker"] == "F"
+    assert "start" not in clip.extra  # the wav is already cut: no decoding window
     assert clip.audio.endswith("Ses01F_impro01_F000.wav") and clip.video is None
     assert [(p.line, p.field) for p in res.problems] == [(6, "emotion")]
     assert len(load_dataset("iemocap", tmp_path, keep_unlabelled=True).clips) == 2

@@ -111,7 +111,7 @@ def test_feature_hook_caches_per_clip(media: Path, tmp_path: Path) -> None:
     row = _rows(tmp_path / "out")[0]
     with np.load(tmp_path / "out" / row["features"]) as z:
         assert z["mean_frame"].shape == (64, 96, 3)
-    with pytest.raises(NotImplementedError, match="cache_features"):
+    with pytest.raises(ValueError, match="cache_features|--model"):
         prep_main(str(manifest), str(tmp_path / "out2"), progress=False, cache_features=True, model="tiny")
 
 

@@ -2,7 +2,8 @@
 
 Every target, whatever the task, is a full completion ``<think>…</think><answer>…</answer><confidence>…
 </confidence>`` so that stage 2 starts from a model that already writes the format. The task mix follows AffectGPT:
-describe-and-reason from the caption, an open-vocabulary label sentence, a single label, and an AU description.
+describe-and-reason from the caption, an open-vocabulary label sentence, a single label, and an AU description;
+``brief`` (AU codes + labels in one short sentence) suits small models that cannot learn long captions.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ QUESTIONS: dict[str, str] = {
     "ov_labels": "Which emotions does the person feel? List every label that applies.",
     "single": "Which single emotion best describes the person?",
     "au": "Which facial Action Units are active, and what emotions do they suggest?",
+    "brief": "Name the active facial Action Units and the emotions the person feels, briefly.",
 }
 TASKS: tuple[str, ...] = tuple(QUESTIONS)
 DEFAULT_MIX: dict[str, float] = {"describe": 0.5, "ov_labels": 0.25, "single": 0.15, "au": 0.1}
@@ -81,6 +83,9 @@ def sft_target(clip: Clip, task: str, confidence: float = 0.8) -> str | None:
     if task == "single":
         single = clip.emotion or labels[0]
         return format_completion(f"The strongest cue points to {single}.", [single], confidence)
+    if task == "brief":
+        cues = f"{', '.join(clip.aus)}. " if clip.aus else ""  # codes only: short enough for a tiny model
+        return format_completion(f"{cues}The cues point to {', '.join(labels)}.", labels, confidence)
     if task == "au":
         if not clip.aus:
             return None

@@ -22,6 +22,8 @@ MEDIA_INPUT_NAMES: dict[str, str] = {
     "face": "face_pixel_values",  # [u, t, 3, s, s]
     "au": "au_features",  # [u, t, f]
 }
+# Precomputed (cached) raw encoder outputs, one keyword per tower: ``[u, l, d]`` (same as ``media_features[m]``).
+FEATURE_INPUT_NAMES: dict[str, str] = {"video": "video_features", "audio": "audio_features", "face": "face_features"}
 
 
 class AffectLlmConfig(PreTrainedConfig):

@@ -18,7 +18,7 @@ from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .configuration import ENCODED_MODALITIES, MEDIA_INPUT_NAMES, AffectLlmConfig
+from .configuration import ENCODED_MODALITIES, FEATURE_INPUT_NAMES, MEDIA_INPUT_NAMES, AffectLlmConfig
 from .encoders import build_encoder
 from .encoders.face import AuEncoder
 from .fusion import PreFusion, rows_with, scatter_media
@@ -28,6 +28,7 @@ from .projector import MlpProjector
 # Keyword arguments that carry media; generation passes them on the first (prefill) step only.
 MEDIA_KWARGS: tuple[str, ...] = (
     *MEDIA_INPUT_NAMES.values(),
+    *FEATURE_INPUT_NAMES.values(),
     *(f"{m}_index" for m in ENCODED_MODALITIES),
     "media_features",
 )
@@ -114,6 +115,8 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
     def _media_rows(self, modality: str, media: dict[str, Any]) -> torch.Tensor | None:
         """Projected features per placeholder run for one modality, ``[r, k, D]``, or None if none given."""
         cached = (media.get("media_features") or {}).get(modality)
+        if cached is None and modality in FEATURE_INPUT_NAMES:
+            cached = media.get(FEATURE_INPUT_NAMES[modality])
         values = media.get(MEDIA_INPUT_NAMES[modality])
         if cached is None and values is None:
             return None
@@ -269,7 +272,8 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
                 face_pixel_values: ``[u, t, 3, s, s]``; au_features: ``[u, t, f]``.
             video_index / audio_index / face_index / au_index: ``[r]`` clip index per placeholder run (row order).
             media_features: precomputed (cached) encoder outputs ``{modality: [u, l, d]}``, used instead of
-                running that modality's encoder.
+                running that modality's encoder; ``video_features`` / ``audio_features`` / ``face_features``
+                keyword tensors do the same (generation passes only tensors through).
 
         Returns:
             ``CausalLMOutputWithPast`` (``logits [b, s', V]``, ``loss`` when labels are given).

@@ -37,9 +37,12 @@ def _load(path: str | Path) -> tuple[Any, Any]:
 
 
 def _completions(path: str | Path, clips: list, recipe: Recipe) -> list[str]:
+    from ..data.prompts import QUESTIONS
+
     model, processor = _load(path)
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     return generate_completions(model, processor, clips, store,
+                                question=QUESTIONS[recipe.stage_options.get("task", "describe")],
                                 max_new_tokens=int(recipe.stage_options.get("eval_max_new_tokens", 96)))
 
 

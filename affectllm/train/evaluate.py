@@ -32,7 +32,10 @@ def evaluate_stage(recipe: Recipe, out: Path) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(out)
     processor = AutoProcessor.from_pretrained(out)
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
-    result = evaluate(model, processor, clips, store, out / "eval",
+    from ..data.prompts import QUESTIONS
+
+    task = recipe.stage_options.get("task", "describe")
+    result = evaluate(model, processor, clips, store, out / "eval", question=QUESTIONS[task],
                       max_new_tokens=int(recipe.stage_options.get("eval_max_new_tokens", 96)))
     shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}
     print(f"[{recipe.stage}] {split} split ({result['n']} clips): " + ", ".join(f"{k}={v}" for k, v in shown.items()))

@@ -26,7 +26,7 @@ from ..config import Recipe
 from ..data.collate import ClipStore, media_kwargs, present_modalities, prompt_text
 from ..data.manifest import clip_to_row, row_to_clip
 from ..data.prompts import QUESTIONS, messages, reward_columns
-from ..model.configuration import MEDIA_INPUT_NAMES
+from ..model.configuration import FEATURE_INPUT_NAMES, MEDIA_INPUT_NAMES
 from ..parsing import completion_text, parse_completion
 from ..rewards import make_reward
 from ..types import Clip
@@ -62,6 +62,7 @@ class AffectGRPOTrainer(GRPOTrainer):
         self._rows: list[dict[str, Any]] = []
         self._row_media: dict[str, torch.Tensor] = {}
         self._logp_media: dict[str, torch.Tensor] = {}
+        self._is_features: dict[str, bool] = {}
         self.last_ids: list[str] = []
 
     # -- media per batch -------------------------------------------------------------------------------------
@@ -85,20 +86,40 @@ class AffectGRPOTrainer(GRPOTrainer):
         enc = self.processing_class(texts, clip_ids=clip_ids, **media_kwargs(decoded, present))
         prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
         fields = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
-        self._row_media = self._expand_per_row(policy, fields, present)
+        fields = self._encode_frozen(policy, fields)
+        self._row_media = self._expand_per_row(fields, present)
         return prompt_ids, None, fields
 
-    def _expand_per_row(self, policy: Any, fields: dict[str, torch.Tensor], present: list[list[str]]) -> dict:
-        """Per-row media ``[B, ...]`` (zeros where a row lacks the modality) plus a presence mask per modality."""
-        out: dict[str, torch.Tensor] = {}
-        frozen = bool(policy.config.freeze_encoders)
-        n = len(present)
+    def _encode_frozen(self, policy: Any, fields: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Replace the raw media of frozen towers by their encoder outputs, computed once per unique clip.
+
+        Generation (``video_features`` ...) and every later log-prob pass then reuse them: a clip is encoded once
+        per step. Trainable encoders (and the AU encoder, which always trains) keep raw media, so they get
+        gradients in the loss.
+        """
+        self._is_features = {}
+        out = dict(fields)
         for m, name in MEDIA_INPUT_NAMES.items():
             if name not in fields:
                 continue
-            values = fields[name].to(self.accelerator.device)
+            encoder = policy.model.encoders[m]
+            frozen = m in FEATURE_INPUT_NAMES and not any(p.requires_grad for p in encoder.parameters())
+            self._is_features[m] = frozen
             if frozen:
-                values = policy.encode_media(m, values).detach()  # each unique clip encoded once
+                values = fields[name].to(self.accelerator.device)
+                out[FEATURE_INPUT_NAMES[m]] = policy.encode_media(m, values).detach()
+                del out[name]
+        return out
+
+    def _expand_per_row(self, fields: dict[str, torch.Tensor], present: list[list[str]]) -> dict:
+        """Per-row media ``[B, ...]`` (zeros where a row lacks the modality) plus a presence mask per modality."""
+        out: dict[str, torch.Tensor] = {}
+        n = len(present)
+        for m, name in MEDIA_INPUT_NAMES.items():
+            key = FEATURE_INPUT_NAMES[m] if self._is_features.get(m) else name
+            if key not in fields:
+                continue
+            values = fields[key].to(self.accelerator.device)
             index = fields.get(f"{m}_index")
             index = index.to(values.device) if index is not None else torch.arange(values.shape[0],
                                                                                     device=values.device)
@@ -111,23 +132,15 @@ class AffectGRPOTrainer(GRPOTrainer):
 
     def _media_inputs(self, media: dict[str, torch.Tensor], start: int, end: int) -> dict[str, Any]:
         """Model keyword arguments carrying the media of rows ``start:end``."""
-        frozen = bool(self._policy().config.freeze_encoders)
-        features: dict[str, torch.Tensor] = {}
         kwargs: dict[str, Any] = {}
         for m, name in MEDIA_INPUT_NAMES.items():
             key = f"{MEDIA_PREFIX}{m}"
             if key not in media:
                 continue
             has = media[f"{key}_has"][start:end]
-            if not bool(has.any()):
-                continue
-            chunk = media[key][start:end][has]
-            if frozen:
-                features[m] = chunk
-            else:
-                kwargs[name] = chunk
-        if features:
-            kwargs["media_features"] = features
+            if bool(has.any()):
+                chunk = media[key][start:end][has]
+                kwargs[FEATURE_INPUT_NAMES[m] if self._is_features.get(m) else name] = chunk
         return kwargs
 
     # -- TRL hooks ---------------------------------------------------------------------------------------------
@@ -199,12 +212,22 @@ def reward_functions(recipe: Recipe) -> tuple[list[Any], list[float]]:
     return funcs, [float(r.weight) for r in recipe.rewards]
 
 
+def log_names(names: list[str]) -> list[str]:
+    """Recipe reward names made unique for the logs (``format``, ``format_2``): TRL would log function names."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return out
+
+
 def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
                   trainer_cls: type[AffectGRPOTrainer] = AffectGRPOTrainer) -> AffectGRPOTrainer:
     """The configured trainer (shared by GRPO and the calibration stage)."""
     from datasets import Dataset
 
-    question = recipe.stage_options.get("question", QUESTIONS["describe"])
+    question = QUESTIONS[recipe.stage_options.get("task", "describe")]
     clips = load_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
     train = Dataset.from_list(grpo_rows(clips, question))
     funcs, weights = reward_functions(recipe)
@@ -221,6 +244,7 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
     trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=train,
                           processing_class=processor, clip_store=store)
     trainer.dedup_media = bool(recipe.stage_options.get("dedup_media", True))
+    trainer.reward_func_names = log_names([r.name for r in recipe.rewards])
     guard = NonFiniteGuard(int(recipe.stage_options.get("max_bad_steps", 10)), trainer)
     trainer.add_callback(MetricsLogger(out))
     trainer.add_callback(guard)

@@ -36,8 +36,9 @@ def train_main(recipe_path: str, overrides: list[str] | None = None) -> int:
     """Entry point of ``affectllm train``: returns 0 on success (errors propagate as clear messages)."""
     _logging()
     recipe = load_recipe(recipe_path, overrides)
-    log = logging.getLogger("affectllm.train")
-    log.info("stage %s -> %s", recipe.stage, recipe.output_dir)
+    # every rank says it started: a launcher that silently runs one process shows up here
+    print(f"[affectllm] stage {recipe.stage} -> {recipe.output_dir} (rank {os.environ.get('RANK', '0')}, "
+          f"world_size={os.environ.get('WORLD_SIZE', '1')})", flush=True)
     try:
         run_stage(recipe)
     finally:

@@ -68,7 +68,9 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path) -> Any:
     train_clips = load_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
     train = Dataset.from_list(sft_rows(train_clips, dict(opts["mix"]), recipe.seed, opts["confidence"]))
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
-    collator = _IdsCollator(processor, store, model.config.enabled_modalities(), max_length=opts["max_length"])
+    # with a prep feature cache (data.feature_cache) frozen towers are not run: their cached outputs are used
+    collator = _IdsCollator(processor, store, model.config.enabled_modalities(), max_length=opts["max_length"],
+                            model=model)
     defaults = {"logging_steps": 1, "save_strategy": "steps", "report_to": ["tensorboard"], "seed": recipe.seed,
                 "data_seed": recipe.seed}
     args = SFTConfig(output_dir=str(out), **{**defaults, **recipe.trainer}, remove_unused_columns=False,

@@ -197,8 +197,10 @@ def _iemocap_texts(session: Path) -> dict[str, str]:
 def load_iemocap(root: str | Path, test_session: int | None = None, keep_unlabelled: bool = False) -> LoadResult:
     """IEMOCAP: ``Session<n>/dialog/EmoEvaluation/*.txt`` + ``sentences/wav`` + transcriptions.
 
-    Utterances get audio and transcript; the dialog ``.avi`` (both actors, whole dialog) goes to ``extra`` with the
-    utterance's ``start``/``end`` seconds rather than to ``video``, which would show the wrong span.
+    Utterances get audio (the utterance wav, already cut) and transcript; the dialog ``.avi`` (both actors, whole
+    dialog) goes to ``extra.dialog_video`` with the utterance's place in it as ``extra.dialog_start``/``dialog_end``.
+    These are not ``start``/``end``: those are a decoding window on every media file of the row, and the wav starts
+    at 0.
 
     Args:
         root: ``IEMOCAP_full_release``.
@@ -248,8 +250,8 @@ def load_iemocap(root: str | Path, test_session: int | None = None, keep_unlabel
                             "session": number,
                             "dominance": scale(dom, 1, 5),
                             "dialog_video": str(avi),
-                            "start": float(start),
-                            "end": float(end),
+                            "dialog_start": float(start),
+                            "dialog_end": float(end),
                             "speaker": utt.rsplit("_", 1)[1][0],
                         },
                     )
