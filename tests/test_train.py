@@ -34,7 +34,7 @@ def test_sft_lora_changes_exactly_the_trainable_parameters(emoworld, tmp_path):
     from affectllm.train.common import load_stage_model
 
     r = recipe("sft", emoworld, tmp_path / "sft", "trainer.max_steps=3", "model.llm_mode=lora",
-               "trainer.learning_rate=0.01")
+               "model.train_encoders=false", "trainer.learning_rate=0.01")
     model, processor = load_stage_model(r)
     trainer = sft.build_trainer(r, model, processor, tmp_path / "sft")
     peft_model = trainer.model
@@ -77,7 +77,8 @@ def test_grpo_steps_change_exactly_the_trainable_parameters(emoworld, sft_dir, t
     from affectllm.train.common import load_stage_model
 
     r = recipe("grpo", emoworld, tmp_path / "grpo", f"init_from={sft_dir}", "trainer.max_steps=2",
-               "trainer.max_completion_length=12", "model.llm_mode=lora", "trainer.learning_rate=0.01",
+               "trainer.max_completion_length=12", "model.llm_mode=lora", "model.train_encoders=false",
+               "trainer.learning_rate=0.01",
                "trainer.temperature=1.5")
     model, processor = load_stage_model(r)
     trainer = grpo.build_trainer(r, model, processor, tmp_path / "grpo")

@@ -262,6 +262,9 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
         face_index: torch.LongTensor | None = None,
         au_index: torch.LongTensor | None = None,
         media_features: dict[str, torch.Tensor] | None = None,
+        video_features: torch.FloatTensor | None = None,
+        audio_features: torch.FloatTensor | None = None,
+        face_features: torch.FloatTensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Causal-LM forward with media spliced in at placeholder tokens.
@@ -284,7 +287,8 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
             pixel_values_videos=pixel_values_videos, audio_values=audio_values, face_pixel_values=face_pixel_values,
             au_features=au_features, video_index=video_index, audio_index=audio_index, face_index=face_index,
-            au_index=au_index, media_features=media_features, **kwargs,
+            au_index=au_index, media_features=media_features, video_features=video_features,
+            audio_features=audio_features, face_features=face_features, **kwargs,
         )
         hidden = outputs.last_hidden_state  # [b, s, D]
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
