@@ -42,3 +42,11 @@ def emoworld(tmp_path_factory):
     out = tmp_path_factory.mktemp("emoworld")
     assert synth_main(str(out), 12, 0, overrides=["size=48", "fps=8"]) == 0
     return out / "manifest.jsonl"
+
+
+def pytest_configure(config):
+    """One torch thread per test process: with pytest-xdist two workers share 2 cores, and OpenMP threads that
+    oversubscribe the cores spin-wait each other into 10-20x slower steps (measured here)."""
+    import torch
+
+    torch.set_num_threads(1)

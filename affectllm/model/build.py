@@ -44,7 +44,7 @@ BUILTIN_TINY = "builtin:tiny"
 BUILTIN_SMOLLM2 = "builtin:smollm2-135m"
 NONE = "none"
 
-TINY_LLM = dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+TINY_LLM = dict(model_type="llama", hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
                 num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True)
 TINY_VISION = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                    num_attention_heads=2, image_size=32, patch_size=8)
