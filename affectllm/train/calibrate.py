@@ -24,22 +24,21 @@ from ..data.collate import ClipStore
 from ..evaluation.posthoc import ConfidenceMap
 from ..evaluation.stage_eval import calibration_metrics, confidence_pairs, generate_completions, score
 from .common import last_checkpoint, load_clips, load_stage_model, plot_curves, save_final, setup_output
+from .evaluate import load_for_inference
 
 log = logging.getLogger("affectllm.train")
 
 
-def _load(path: str | Path) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoProcessor
+def _load(path: str | Path, recipe: Recipe) -> tuple[Any, Any]:
+    from transformers import AutoProcessor
 
-    import affectllm.model  # noqa: F401
-
-    return AutoModelForCausalLM.from_pretrained(path), AutoProcessor.from_pretrained(path)
+    return load_for_inference(path, recipe), AutoProcessor.from_pretrained(path)
 
 
 def _completions(path: str | Path, clips: list, recipe: Recipe) -> list[str]:
     from ..data.prompts import QUESTIONS
 
-    model, processor = _load(path)
+    model, processor = _load(path, recipe)
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     return generate_completions(model, processor, clips, store,
                                 question=QUESTIONS[recipe.stage_options.get("task", "describe")],
@@ -79,7 +78,7 @@ def main(recipe: Recipe) -> dict[str, Any]:
             "posthoc_samples": 128, **recipe.stage_options}
     if not recipe.init_from:
         raise ValueError("the calibration stage needs init_from (the GRPO or SFT output directory)")
-    if int(recipe.trainer.get("max_steps", 1)) > 0:
+    if int(recipe.trainer.get("max_steps", -1)) != 0:  # -1 means "train by num_train_epochs", 0 skips GRPO
         from .grpo import build_trainer
 
         model, processor = load_stage_model(recipe)
@@ -91,7 +90,7 @@ def main(recipe: Recipe) -> dict[str, Any]:
         save_final(trainer.accelerator.unwrap_model(trainer.model), processor, out)
         plot_curves(out)
     else:
-        model, processor = _load(recipe.init_from)
+        model, processor = _load(recipe.init_from, recipe)
         save_final(model, processor, out)
     conf_map = None
     if opts["posthoc"] and opts["posthoc"] != "none":

@@ -14,6 +14,18 @@ from .common import load_clips
 log = logging.getLogger("affectllm.train")
 
 
+def load_for_inference(path: str | Path, recipe: Recipe) -> Any:
+    """A saved stage model in the recipe's dtype and attention kernel, on the GPU when there is one."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import affectllm.model  # noqa: F401  (registers the Auto classes)
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, recipe.model.dtype),
+                                                 attn_implementation=recipe.model.attn_implementation)
+    return model.to("cuda") if torch.cuda.is_available() else model
+
+
 def evaluate_stage(recipe: Recipe, out: Path) -> dict[str, Any]:
     """Load the stage's saved model from ``out`` and score it on ``data.eval_split`` (skipped when empty/none)."""
     split = recipe.stage_options.get("test_split", "test")
@@ -25,11 +37,9 @@ def evaluate_stage(recipe: Recipe, out: Path) -> dict[str, Any]:
     except ValueError as err:
         log.info("no evaluation: %s", err)
         return {}
-    from transformers import AutoModelForCausalLM, AutoProcessor
+    from transformers import AutoProcessor
 
-    import affectllm.model  # noqa: F401
-
-    model = AutoModelForCausalLM.from_pretrained(out)
+    model = load_for_inference(out, recipe)
     processor = AutoProcessor.from_pretrained(out)
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     from ..data.prompts import QUESTIONS

@@ -257,6 +257,8 @@ def main(recipe: Recipe) -> dict[str, Any]:
     model, processor = load_stage_model(recipe)
     trainer = build_trainer(recipe, model, processor, out)
     resume = last_checkpoint(out) if recipe.resume else None
+    if recipe.resume and resume is None:
+        log.warning("resume=true but %s has no checkpoint; starting from scratch", out)
     trainer.train(resume_from_checkpoint=resume)
     trainer.accelerator.wait_for_everyone()
     if not trainer.accelerator.is_main_process:
