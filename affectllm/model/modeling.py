@@ -142,10 +142,28 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
             inputs_embeds = scatter_media(inputs_embeds, input_ids, token_id, rows, m)
             per_row[m] = rows
         fusion_id = ids.get("fusion")
+        used = set(per_row)
         if self.prefusion is not None and fusion_id is not None and bool((input_ids == fusion_id).any()):
             fused = self._fuse(input_ids, per_row)  # [r, k, D]
             inputs_embeds = scatter_media(inputs_embeds, input_ids, fusion_id, fused, "fusion")
-        return inputs_embeds
+            used.add("fusion")
+        return self._touch_unused(inputs_embeds, used)
+
+    def _touch_unused(self, inputs_embeds: torch.Tensor, used: set[str]) -> torch.Tensor:
+        """While training, give every trainable media parameter a (zero) gradient even when this batch lacks its
+        modality: DDP and DeepSpeed ZeRO reduce gradients across ranks parameter by parameter, and a rank whose
+        batch has no audio would otherwise skip the audio parameters' reduction and hang or abort the others."""
+        if not (self.training and torch.is_grad_enabled()):
+            return inputs_embeds
+        parts = [self.encoders[m] for m in self.encoders if m not in used]
+        parts += [self.poolers[m] for m in self.poolers if m not in used]
+        parts += [self.projectors[m] for m in self.projectors if m not in used]
+        if self.prefusion is not None and "fusion" not in used:
+            parts.append(self.prefusion)
+        params = [p for part in parts for p in part.parameters() if p.requires_grad]
+        if not params:
+            return inputs_embeds
+        return inputs_embeds + 0.0 * sum(p.sum() for p in params).to(inputs_embeds.dtype)
 
     def _fuse(self, input_ids: torch.Tensor, per_row: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pre-fusion tokens for the rows that carry a fusion placeholder (each must have video and audio)."""
