@@ -51,14 +51,3 @@ def pytest_configure(config):
 
     torch.set_num_threads(1)
 
-
-@pytest.fixture(scope="session")
-def emoworld_full(tmp_path_factory):
-    """Like ``emoworld`` but every clip has video, audio and words (DeepSpeed ZeRO needs the same graph on
-    every rank; see docs/training.md)."""
-    from affectllm.data.synth import synth_main
-
-    out = tmp_path_factory.mktemp("emoworld_full")
-    knobs = ["size=48", "fps=8", "missing_video=0", "missing_audio=0", "missing_text=0"]
-    assert synth_main(str(out), 12, 0, overrides=knobs) == 0
-    return out / "manifest.jsonl"

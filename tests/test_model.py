@@ -257,3 +257,21 @@ def test_smollm2_preset_loads_and_generates(media, tmp_path, monkeypatch):
     inputs = batch(processor, media, [["video", "audio", "face", "au"]])
     out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     assert out.shape == (1, inputs["input_ids"].shape[1] + 3)
+
+
+def test_absent_modality_gets_zero_gradients_in_training(media):
+    """A batch without audio still gives the audio path a (zero) gradient, so DDP/ZeRO ranks stay in step."""
+    from affectllm.model.build import build_model
+
+    model, processor = build_model(seed=4)
+    model.train()
+    inputs = batch(processor, media, [["video"]])
+    model(**inputs, labels=inputs["input_ids"].clone()).loss.backward()
+    audio_grads = [p.grad for p in model.model.projectors["audio"].parameters()]
+    assert all(g is not None and torch.count_nonzero(g) == 0 for g in audio_grads)
+    video_grads = [p.grad for p in model.model.projectors["video"].parameters()]
+    assert any(torch.count_nonzero(g) > 0 for g in video_grads)
+    model.eval()
+    model.zero_grad()
+    with torch.no_grad():
+        model(**inputs)  # no dummy passes outside training

@@ -131,6 +131,7 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
         """Splice every modality's features into ``inputs_embeds [b, s, D]`` at its placeholder tokens."""
         ids = self.config.media_token_ids
         per_row: dict[str, torch.Tensor] = {}
+        dummies: list[torch.Tensor] = []
         for m in ENCODED_MODALITIES:
             rows = self._media_rows(m, media)
             token_id = ids.get(m)
@@ -138,32 +139,52 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
                 if token_id is not None and bool((input_ids == token_id).any()):
                     n = int((input_ids == token_id).sum())
                     raise ValueError(f"{m}: {n} placeholder tokens in input_ids but 0 feature vectors (no {m} input)")
+                if m in self.encoders and self._needs_sync():
+                    dummies.append(self._dummy_pass(m, inputs_embeds))
                 continue
             inputs_embeds = scatter_media(inputs_embeds, input_ids, token_id, rows, m)
             per_row[m] = rows
         fusion_id = ids.get("fusion")
-        used = set(per_row)
         if self.prefusion is not None and fusion_id is not None and bool((input_ids == fusion_id).any()):
             fused = self._fuse(input_ids, per_row)  # [r, k, D]
             inputs_embeds = scatter_media(inputs_embeds, input_ids, fusion_id, fused, "fusion")
-            used.add("fusion")
-        return self._touch_unused(inputs_embeds, used)
+        elif self.prefusion is not None and self._needs_sync():
+            k = self.config.media_tokens
+            zeros = inputs_embeds.new_zeros((1, k["video"] + k["audio"], inputs_embeds.shape[-1]))
+            dummies.append(self.prefusion(zeros[:, :k["video"]], zeros[:, k["video"]:]).sum())
+        if dummies:
+            inputs_embeds = inputs_embeds + 0.0 * torch.stack(dummies).sum().to(inputs_embeds.dtype)
+        return inputs_embeds
 
-    def _touch_unused(self, inputs_embeds: torch.Tensor, used: set[str]) -> torch.Tensor:
-        """While training, give every trainable media parameter a (zero) gradient even when this batch lacks its
-        modality: DDP and DeepSpeed ZeRO reduce gradients across ranks parameter by parameter, and a rank whose
-        batch has no audio would otherwise skip the audio parameters' reduction and hang or abort the others."""
-        if not (self.training and torch.is_grad_enabled()):
-            return inputs_embeds
-        parts = [self.encoders[m] for m in self.encoders if m not in used]
-        parts += [self.poolers[m] for m in self.poolers if m not in used]
-        parts += [self.projectors[m] for m in self.projectors if m not in used]
-        if self.prefusion is not None and "fusion" not in used:
-            parts.append(self.prefusion)
-        params = [p for part in parts for p in part.parameters() if p.requires_grad]
-        if not params:
-            return inputs_embeds
-        return inputs_embeds + 0.0 * sum(p.sum() for p in params).to(inputs_embeds.dtype)
+    def _needs_sync(self) -> bool:
+        return self.training and torch.is_grad_enabled()
+
+    def _dummy_pass(self, modality: str, like: torch.Tensor) -> torch.Tensor:
+        """Run a modality the batch lacks on a one-clip dummy input; the caller adds it times zero.
+
+        Why: DDP and DeepSpeed ZeRO reduce gradients across ranks parameter by parameter in the order they become
+        ready; a rank whose batch has no audio must still produce (zero) gradients for the audio path, through the
+        same modules in the same order as a rank that has audio, or the collectives go out of step. The dummy never
+        reaches the LLM's input: it contributes 0 to the output. Frozen towers are skipped (zeros stand in for
+        their output); only trainable modules need the pass.
+        """
+        encoder = self.encoders[modality]
+        if any(p.requires_grad for p in encoder.parameters()):
+            features = encoder(self._dummy_input(modality, like))
+        else:
+            features = like.new_zeros((1, 1, encoder.hidden_size))
+        return self.project_media(modality, features).sum()
+
+    def _dummy_input(self, modality: str, like: torch.Tensor) -> torch.Tensor:
+        """A minimal valid input for ``modality``'s encoder (one clip, one frame / the encoder's audio length)."""
+        if modality == "au":
+            return like.new_zeros((1, 1, self.config.au_feature_dim))
+        sub = self.config.encoder_config(modality)
+        if modality == "audio":
+            if sub.model_type == "whisper":
+                return like.new_zeros((1, sub.num_mel_bins, 2 * sub.max_source_positions))
+            return like.new_zeros((1, 16000))
+        return like.new_zeros((1, 1, getattr(sub, "num_channels", 3), sub.image_size, sub.image_size))
 
     def _fuse(self, input_ids: torch.Tensor, per_row: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pre-fusion tokens for the rows that carry a fusion placeholder (each must have video and audio)."""
