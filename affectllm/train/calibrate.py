@@ -23,7 +23,7 @@ from ..config import Recipe
 from ..data.collate import ClipStore
 from ..evaluation.posthoc import ConfidenceMap
 from ..evaluation.stage_eval import calibration_metrics, confidence_pairs, generate_completions, score
-from .common import last_checkpoint, load_clips, load_stage_model, plot_curves, save_final, setup_output
+from .common import load_clips, load_stage_model, save_final, setup_output, train_and_save
 from .evaluate import load_for_inference
 
 log = logging.getLogger("affectllm.train")
@@ -83,12 +83,8 @@ def main(recipe: Recipe) -> dict[str, Any]:
 
         model, processor = load_stage_model(recipe)
         trainer = build_trainer(recipe, model, processor, out)
-        trainer.train(resume_from_checkpoint=last_checkpoint(out) if recipe.resume else None)
-        trainer.accelerator.wait_for_everyone()
-        if not trainer.accelerator.is_main_process:
+        if not train_and_save(trainer, processor, recipe, out):
             return {}
-        save_final(trainer.accelerator.unwrap_model(trainer.model), processor, out)
-        plot_curves(out)
     else:
         model, processor = _load(recipe.init_from, recipe)
         save_final(model, processor, out)

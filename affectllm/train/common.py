@@ -97,6 +97,21 @@ def save_final(model: Any, processor: Any, out: Path) -> None:
     processor.save_pretrained(out)
 
 
+def train_and_save(trainer: Any, processor: Any, recipe: Recipe, out: Path) -> bool:
+    """Train (resuming from the newest checkpoint when ``resume=true``), then on the main process save the final
+    model and plot the curves. Returns True on the main process (which goes on to evaluate), False elsewhere."""
+    resume = last_checkpoint(out) if recipe.resume else None
+    if recipe.resume and resume is None:
+        log.warning("resume=true but %s has no checkpoint; starting from scratch", out)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.accelerator.is_main_process:
+        return False
+    save_final(trainer.accelerator.unwrap_model(trainer.model), processor, out)
+    plot_curves(out)
+    return True
+
+
 class MetricsLogger(TrainerCallback):
     """Appends every log record to ``metrics.jsonl`` (one JSON object a line, flushed)."""
 

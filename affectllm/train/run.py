@@ -21,6 +21,20 @@ def _logging() -> None:
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False)], force=True)
 
 
+def train_stage(recipe: Any, build_trainer: Any) -> dict[str, Any]:
+    """The body of a training stage: output dir, model, ``build_trainer(recipe, model, processor, out)``, train,
+    save, plot, then (main process) the evaluation on the test split, which is returned."""
+    from .common import load_stage_model, setup_output, train_and_save
+    from .evaluate import evaluate_stage
+
+    out = setup_output(recipe)
+    model, processor = load_stage_model(recipe)
+    trainer = build_trainer(recipe, model, processor, out)
+    if not train_and_save(trainer, processor, recipe, out):
+        return {}
+    return evaluate_stage(recipe, out)
+
+
 def run_stage(recipe: Any) -> dict[str, Any]:
     """Dispatch to the stage's ``main``."""
     if recipe.stage == "sft":

@@ -20,12 +20,7 @@ from ..types import Clip
 from .common import (
     MetricsLogger,
     NonFiniteGuard,
-    last_checkpoint,
     load_clips,
-    load_stage_model,
-    plot_curves,
-    save_final,
-    setup_output,
     trainable,
 )
 
@@ -84,18 +79,6 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path) -> Any:
 
 def main(recipe: Recipe) -> dict[str, Any]:
     """Run stage 1 top to bottom; return the evaluation on the test split (if the manifest has one)."""
-    out = setup_output(recipe)
-    model, processor = load_stage_model(recipe)
-    trainer = build_trainer(recipe, model, processor, out)
-    resume = last_checkpoint(out) if recipe.resume else None
-    if recipe.resume and resume is None:
-        log.warning("resume=true but %s has no checkpoint; starting from scratch", out)
-    trainer.train(resume_from_checkpoint=resume)
-    trainer.accelerator.wait_for_everyone()
-    if not trainer.accelerator.is_main_process:
-        return {}
-    save_final(trainer.accelerator.unwrap_model(trainer.model), processor, out)
-    plot_curves(out)
-    from .evaluate import evaluate_stage
+    from .run import train_stage
 
-    return evaluate_stage(recipe, out)
+    return train_stage(recipe, build_trainer)
