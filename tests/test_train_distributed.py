@@ -72,3 +72,29 @@ def test_deepspeed_zero2_sft(emoworld, tmp_path):
     # a DeepSpeed engine checkpoint: ZeRO-2 optimizer states sharded per rank
     shards = sorted(p.name for p in (out / "checkpoint-2" / "global_step2").glob("*optim_states.pt"))
     assert len(shards) == 2 and all("zero_pp_rank_" in s for s in shards), shards
+
+
+def test_deepspeed_zero3_sft_saves_the_whole_model(emoworld, tmp_path):
+    """ZeRO-3 partitions every parameter across ranks; the final model must be gathered, not saved as shards."""
+    pytest.importorskip("deepspeed")
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / "sft"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(ROOT / "recipes/accelerate/zero3.yaml"), "--num_processes", "2", "-m", "affectllm.cli", "train",
+           "recipes/tiny/sft.yaml", f"data.manifest={emoworld}", f"output_dir={out}", "trainer.max_steps=2",
+           "trainer.bf16=false", *FAST, "trainer.save_steps=2"]
+    run(cmd, timeout=900)
+    shards = sorted(p.name for p in (out / "checkpoint-2" / "global_step2").glob("zero_pp_rank_*_model_states.pt"))
+    assert len(shards) == 2, shards  # parameters really were partitioned over the two ranks
+    saved = load_file(out / "model.safetensors")
+    assert all(t.numel() > 0 for t in saved.values()), [k for k, t in saved.items() if t.numel() == 0][:5]
+    from transformers import AutoModelForCausalLM
+
+    import affectllm.model  # noqa: F401  (registers the Auto classes)
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert sum(t.numel() for t in saved.values()) == sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=torch.tensor([[5, 6, 7]])).logits).all()

@@ -104,12 +104,28 @@ def train_and_save(trainer: Any, processor: Any, recipe: Recipe, out: Path) -> b
     if recipe.resume and resume is None:
         log.warning("resume=true but %s has no checkpoint; starting from scratch", out)
     trainer.train(resume_from_checkpoint=resume)
-    trainer.accelerator.wait_for_everyone()
-    if not trainer.accelerator.is_main_process:
+    accelerator = trainer.accelerator
+    accelerator.wait_for_everyone()
+    model = accelerator.unwrap_model(trainer.model)
+    if _zero3(trainer):
+        # ZeRO-3 partitions every parameter across ranks: gather them (a collective, on all ranks) to save whole
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=0):
+            if accelerator.is_main_process:
+                save_final(model, processor, out)
+        accelerator.wait_for_everyone()
+    elif accelerator.is_main_process:
+        save_final(model, processor, out)
+    if not accelerator.is_main_process:
         return False
-    save_final(trainer.accelerator.unwrap_model(trainer.model), processor, out)
     plot_curves(out)
     return True
+
+
+def _zero3(trainer: Any) -> bool:
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    return bool(getattr(trainer, "is_deepspeed_enabled", False) and plugin is not None and plugin.zero_stage == 3)
 
 
 class MetricsLogger(TrainerCallback):
