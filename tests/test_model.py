@@ -275,3 +275,31 @@ def test_absent_modality_gets_zero_gradients_in_training(media):
     model.zero_grad()
     with torch.no_grad():
         model(**inputs)  # no dummy passes outside training
+
+
+def test_lora_reference_is_the_whole_starting_model_and_merge_keeps_training(media):
+    """With LoRA, "adapters off" (TRL's KL reference) must undo the projector training too; merging keeps it."""
+    from affectllm.model.build import build_model
+    from affectllm.model.trainable import apply_trainable_policy
+
+    model, processor = build_model(seed=5)
+    model.eval()
+    inputs = batch(processor, media, [["video", "audio", "au"]])
+    with torch.no_grad():
+        before = model(**inputs).logits.clone()
+    peft_model = apply_trainable_policy(model, llm_mode="lora")
+    assert any("projectors.video.modules_to_save" in n for n, p in peft_model.named_parameters() if p.requires_grad)
+    optimizer = torch.optim.SGD([p for p in peft_model.parameters() if p.requires_grad], lr=1.0)
+    peft_model.train()
+    peft_model(**inputs, labels=inputs["input_ids"].clone()).loss.backward()
+    optimizer.step()
+    peft_model.eval()
+    with torch.no_grad():
+        after = peft_model(**inputs).logits.clone()
+        with peft_model.disable_adapter():
+            reference = peft_model(**inputs).logits
+    assert not torch.allclose(after, before, atol=1e-4)
+    torch.testing.assert_close(reference, before, rtol=1e-5, atol=1e-5)
+    merged = peft_model.merge_and_unload()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**inputs).logits, after, rtol=1e-4, atol=1e-4)

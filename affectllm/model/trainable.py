@@ -6,7 +6,7 @@ Parts of the model (by parameter-name prefix):
 * ``model.encoders.au``: the AU-vector encoder, which has no pretrained weights and always trains with the projectors;
 * ``model.poolers``, ``model.projectors``, ``model.prefusion``: always trained;
 * ``model.language_model`` and ``lm_head``: ``llm_mode`` = ``lora`` (PEFT adapters on the backbone's linear layers
-  only), ``full`` or ``frozen``.
+  only; the trained media modules become PEFT ``modules_to_save``), ``full`` or ``frozen``.
 """
 
 from __future__ import annotations
@@ -56,14 +56,26 @@ def apply_trainable_policy(model: AffectLlmForConditionalGeneration, llm_mode: s
     targets = lora.target_modules or llm_linear_names(model)
     # A regex anchored on the LLM keeps adapters out of the encoders, whose layers share names like q_proj.
     pattern = rf"^model\.language_model\..*\.({'|'.join(map(re.escape, targets))})$"
+    # The fully trained media modules go to PEFT's modules_to_save: PEFT trains a copy and keeps the original, so
+    # "adapters off" (TRL's KL reference for LoRA) is the whole starting model, projectors included, and
+    # merge_and_unload puts the trained copies back.
     peft_config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                 target_modules=pattern, modules_to_save=None)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    peft_model = get_peft_model(model, peft_config)
-    for name, param in peft_model.base_model.model.named_parameters():
-        if name in trainable:  # PEFT freezes everything but adapters; projectors etc. keep training
-            param.requires_grad = True
-    return peft_model
+                                 target_modules=pattern, modules_to_save=media_modules_to_save(model))
+    return get_peft_model(model, peft_config)
+
+
+def media_modules_to_save(model: AffectLlmForConditionalGeneration) -> list[str]:
+    """Names (relative to the model) of the media modules with trainable parameters: projectors, poolers with
+    weights, pre-fusion, the AU encoder, and towers when ``train_encoders``."""
+    inner = model.model
+    names = []
+    for group in ("encoders", "poolers", "projectors"):
+        for m, module in getattr(inner, group).items():
+            if any(p.requires_grad for p in module.parameters()):
+                names.append(f"model.{group}.{m}")
+    if inner.prefusion is not None:
+        names.append("model.prefusion")
+    return names
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -234,9 +234,6 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
     args = GRPOConfig(output_dir=str(out), **trainer_opts, reward_weights=weights, remove_unused_columns=False)
     if processor.tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token")
-    if recipe.model.llm_mode == "lora" and float(recipe.trainer.get("beta", 0.0)) > 0:
-        log.warning("beta > 0 with LoRA: TRL's KL reference is this model with the adapters off, which shares the "
-                    "trained projectors/poolers/pre-fusion, so only the LLM's drift is penalised")
     model = trainable(model, recipe)
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=train,
