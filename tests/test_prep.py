@@ -54,7 +54,7 @@ def test_prep_writes_rows_and_arrays_and_records_bad_items(media: Path, tmp_path
     manifest = _manifest(tmp_path / "m.jsonl", _media_rows(media), extra="{not json\n")
     rc = prep_main(str(manifest), str(tmp_path / "out"), progress=False)
     assert rc == 1, "bad items make the exit status non-zero; the batch still finished"
-    assert "m.jsonl:5: not valid JSON" in capsys.readouterr().err
+    assert "m.jsonl:5: error: json: invalid JSON" in capsys.readouterr().err
     rows = {r["id"]: r for r in _rows(tmp_path / "out")}
     assert sorted(rows) == ["bad", "face0", "gone", "plain"]
     face = rows["face0"]
@@ -191,3 +191,14 @@ def test_cli_arguments_reach_prep(media: Path, tmp_path: Path) -> None:
     assert row["frames"] == 4 and row["backend"] == "pyav"
     with np.load(tmp_path / "o" / row["arrays"]) as z:
         assert z["frames"].shape == (4, 32, 48, 3)
+
+
+def test_prep_keeps_a_rows_time_window(media: Path, tmp_path: Path) -> None:
+    """Prep reads manifests with the shared reader, so a row's start/end window reaches the decoder."""
+    row = {"id": "win", "video": str(media / "plain.mp4"), "start": 0.5, "end": 0.9}
+    manifest = _manifest(tmp_path / "m.jsonl", [row])
+    assert prep_main(str(manifest), str(tmp_path / "out"), progress=False, faces=False) == 0
+    (out,) = _rows(tmp_path / "out")
+    with np.load(tmp_path / "out" / out["arrays"]) as z:
+        times = z["frame_times"]
+    assert len(times) > 0 and times.min() >= 0.5 - 1e-6 and times.max() < 0.9

@@ -38,6 +38,7 @@ import numpy as np
 from ..media.decode import DecodeConfig, MediaError
 from ..media.sampling import SamplingConfig
 from ..types import Clip, DecodedClip
+from .manifest import read_manifest
 
 FeatureFn = Callable[[DecodedClip], dict[str, np.ndarray]]
 PREP_FILE = "prep.jsonl"
@@ -56,33 +57,11 @@ class PrepSettings:
 
 
 def _read_manifest(path: str) -> tuple[list[Clip], list[str]]:
-    """Minimal JSONL reader: rows with an ``id``, media paths resolved against the manifest's folder.
-
-    Returns:
-        ``(clips, problems)``; a bad line is a problem naming its line number, never silently dropped.
-    """
-    base = Path(path).resolve().parent
-    clips, problems, seen = [], [], set()
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(f"{path}:{n}: not valid JSON ({e.msg})")
-                continue
-            if not isinstance(row, dict) or not str(row.get("id", "")).strip():
-                problems.append(f"{path}:{n}: field 'id' is missing; every row needs a unique id")
-                continue
-            cid = str(row["id"])
-            if cid in seen:
-                problems.append(f"{path}:{n}: id {cid!r} repeats an earlier row; ids must be unique")
-                continue
-            seen.add(cid)
-            media = {k: str(base / row[k]) if row.get(k) else None for k in ("video", "audio")}
-            clips.append(Clip(id=cid, transcript=row.get("transcript"), **media))
-    return clips, problems
+    """The manifest through the shared reader (:func:`affectllm.data.manifest.read_manifest`): clips keep every
+    field (``extra`` too, so ``start``/``end`` windows reach the decoder); bad rows come back as problems naming
+    their line and field, never silently dropped."""
+    clips, problems = read_manifest(path, strict=False)
+    return clips, [str(p) for p in problems if p.is_error]
 
 
 def safe_name(clip_id: str) -> str:
@@ -351,7 +330,7 @@ def prep_main(
         print(f"error: cannot read manifest {manifest}: {e}", file=sys.stderr)
         return 2
     for p in problems:
-        print(f"error: {p}", file=sys.stderr)
+        print(p, file=sys.stderr)
     if cache_features and feature_fn is None:
         feature_fn = _make_feature_fn(model)
     if faces:
