@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-MODALITIES: tuple[str, ...] = ("video", "audio", "face")
+# The media a clip can carry, in the order their placeholders appear in a prompt (``<video><audio><face><au>``):
+# face crops and per-frame AU/landmark vectors are separate modalities with separate encoders.
+MODALITIES: tuple[str, ...] = ("video", "audio", "face", "au")
 
 
 @dataclass
@@ -59,7 +61,7 @@ class DecodedClip:
     def present(self) -> list[str]:
         """Names of the modalities this clip carries, in :data:`MODALITIES` order."""
         has = {"video": self.frames is not None, "audio": self.audio is not None,
-               "face": self.faces is not None or self.au_features is not None}
+               "face": self.faces is not None, "au": self.au_features is not None}
         return [m for m in MODALITIES if has[m]]
 
 

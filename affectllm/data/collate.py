@@ -149,10 +149,8 @@ class ClipStore:
 
 
 def present_modalities(decoded: DecodedClip, allowed: Sequence[str]) -> list[str]:
-    """Modalities the clip carries and the model takes ("face" crops and "au" vectors count separately)."""
-    has = {"video": decoded.frames is not None, "audio": decoded.audio is not None,
-           "face": decoded.faces is not None, "au": decoded.au_features is not None}
-    return [m for m in ("video", "audio", "face", "au") if has[m] and m in allowed]
+    """Modalities the clip carries (:meth:`DecodedClip.present`) that the model takes."""
+    return [m for m in decoded.present() if m in allowed]
 
 
 def media_kwargs(decoded: Sequence[DecodedClip], present: Sequence[Sequence[str]]) -> dict[str, list]:

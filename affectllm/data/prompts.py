@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..taxonomy.facs import au_name
-from ..types import Clip
+from ..types import MODALITIES, Clip
 
 SYSTEM_PROMPT = (
     "You are an expert in human emotion. You watch a clip (video frames, the face, the voice and what is said) "
@@ -32,12 +32,11 @@ QUESTIONS: dict[str, str] = {
 }
 TASKS: tuple[str, ...] = tuple(QUESTIONS)
 DEFAULT_MIX: dict[str, float] = {"describe": 0.5, "ov_labels": 0.25, "single": 0.15, "au": 0.1}
-MEDIA_TOKENS_ORDER = ("video", "audio", "face", "au")
 
 
 def user_content(present: Sequence[str], transcript: str | None, question: str) -> str:
     """The user turn: media placeholders of the present modalities, the transcript, the question."""
-    prefix = "".join(f"<{m}>" for m in MEDIA_TOKENS_ORDER if m in present)
+    prefix = "".join(f"<{m}>" for m in MODALITIES if m in present)
     said = f'The person says: "{transcript.strip()}"\n' if transcript and transcript.strip() else ""
     return f"{prefix}\n{said}{question}" if prefix else f"{said}{question}"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from ..types import MODALITIES
+
 # Placeholder strings the processor expands; order is the order media appear in a prompt.
 MEDIA_TOKENS: dict[str, str] = {
     "video": "<video>",
@@ -14,7 +16,7 @@ MEDIA_TOKENS: dict[str, str] = {
     "fusion": "<fusion>",
 }
 # Modalities fed by an encoder (fusion is derived from video + audio inside the model).
-ENCODED_MODALITIES: tuple[str, ...] = ("video", "audio", "face", "au")
+ENCODED_MODALITIES: tuple[str, ...] = MODALITIES
 # Names of the processed-media keyword arguments of `forward`, per modality.
 MEDIA_INPUT_NAMES: dict[str, str] = {
     "video": "pixel_values_videos",  # [u, t, 3, h, w]

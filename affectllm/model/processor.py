@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
+from ..types import MODALITIES
 from .configuration import MEDIA_INPUT_NAMES, MEDIA_TOKENS
 
 SPECIAL_TOKENS: dict[str, str] = {"bos": "<|im_start|>", "eos": "<|im_end|>", "pad": "<|pad|>"}
@@ -31,7 +32,7 @@ SAMPLE_RATE = 16000
 
 def media_prefix(present: Sequence[str]) -> str:
     """The placeholders for a clip's present modalities, in canonical order (``"<video><audio>"``)."""
-    return "".join(MEDIA_TOKENS[m] for m in ("video", "audio", "face", "au") if m in present)
+    return "".join(MEDIA_TOKENS[m] for m in MODALITIES if m in present)
 
 
 def _resample_time(arrays: list[np.ndarray]) -> list[np.ndarray]:
@@ -86,7 +87,7 @@ class AffectLlmProcessor(ProcessorMixin):
                 raise ValueError(f"row {i}: {MEDIA_TOKENS['fusion']} is added by the processor; remove it")
 
     def _expand(self, text: str) -> str:
-        for m in ("video", "audio", "face", "au"):
+        for m in MODALITIES:
             text = text.replace(MEDIA_TOKENS[m], MEDIA_TOKENS[m] * self.media_tokens[m])
         if "fusion" in self.modalities and MEDIA_TOKENS["video"] in text and MEDIA_TOKENS["audio"] in text:
             block = MEDIA_TOKENS["audio"] * self.media_tokens["audio"]
