@@ -303,3 +303,21 @@ def test_lora_reference_is_the_whole_starting_model_and_merge_keeps_training(med
     merged = peft_model.merge_and_unload()
     with torch.no_grad():
         torch.testing.assert_close(merged(**inputs).logits, after, rtol=1e-4, atol=1e-4)
+
+
+def test_processor_takes_cached_encoder_features_in_place_of_media(tiny, media):
+    model, processor = tiny
+    rows = [["video", "audio"], ["video"]]
+    live = batch(processor, media, rows, clip_ids=["a", "b"])
+    feats = model.encode_media("video", live["pixel_values_videos"]).detach().numpy()  # [2, t, d]
+    texts = [prompt(processor, r) for r in rows]
+    cached = processor(texts, audios=[media["audio"], None], clip_ids=["a", "b"],
+                       encoder_features={"video": [feats[0], feats[1]]})
+    assert "pixel_values_videos" not in cached and cached["video_features"].shape == feats.shape
+    assert torch.equal(cached["input_ids"], live["input_ids"])
+    with torch.no_grad():
+        torch.testing.assert_close(model(**cached).logits, model(**live).logits, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="video: pass raw media or encoder_features, not both"):
+        processor(texts, videos=[media["video"]] * 2, encoder_features={"video": [feats[0], feats[1]]})
+    with pytest.raises(ValueError, match="audio encoder features of different lengths"):
+        processor([prompt(processor, ["audio"])] * 2, encoder_features={"audio": [feats[0], feats[0][:2]]})

@@ -2,7 +2,7 @@
 
 With a prep folder that holds encoder features (``data prep --cache-features``, see :mod:`affectllm.data.cache`),
 the store serves them after checking their fingerprint against the trained model, and the collator passes them as
-``media_features`` in place of raw media for frozen towers.
+cached encoder outputs (``video_features`` ...) in place of raw media for frozen towers.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ class SftCollator:
     Cached encoder features: given ``model``, the store is checked against it (:meth:`ClipStore.features_for`) and,
     per batch and tower modality, when that tower is frozen (checked per batch, so a trainable policy applied after
     the collator is built counts) and every row with the modality has cached features for it, the batch carries
-    ``media_features[m]`` ``[u, l, d]`` over the batch's unique clips (first appearance among rows with ``m``, as
+    ``<m>_features`` ``[u, l, d]`` over the batch's unique clips (first appearance among rows with ``m``, as
     the processor orders them) and ``<m>_index`` ``[r]`` instead of raw media. Video and face features of clips with
     different frame counts are brought to the longest by nearest-index repetition, as the processor does with frames
     (the towers encode frame by frame, so this equals encoding the repeated frames); audio features of different
@@ -204,13 +204,10 @@ class SftCollator:
         self.pad = tok.pad_token_id
         self.model = model if model is not None and store.features_for(model, processor) else None
 
-    def cached_media(self, ids: Sequence[str], present: Sequence[Sequence[str]]) -> dict[str, tuple[Any, Any]]:
-        """Cached features usable for this batch: ``{modality: (features [u, l, d], index [r])}`` (see the class)."""
+    def cached_media(self, ids: Sequence[str], present: Sequence[Sequence[str]]) -> dict[str, list[Any]]:
+        """Cached features usable for this batch: ``{modality: per row [l, d] or None}`` (see the class)."""
         if self.model is None:
             return {}
-        import torch
-
-        from ..model.processor import AffectLlmProcessor, _resample_time
         from .cache import frozen_towers
 
         feats = [self.store.features(i) for i in ids]
@@ -220,36 +217,17 @@ class SftCollator:
             rows = [i for i, p in enumerate(present) if m in p]
             if m not in self.modalities or not rows or any(items[i] is None for i in rows):
                 continue
-            unique, index = AffectLlmProcessor._unique(items, ids)
-            if len({u.shape for u in unique}) > 1:
-                if m == "audio":
-                    continue
-                unique = _resample_time(unique)
-            out[m] = (torch.from_numpy(np.stack(unique)), torch.tensor(index, dtype=torch.long))
+            if m == "audio" and len({items[i].shape for i in rows}) > 1:
+                continue  # waveform encoders: lengths differ per clip, encode live
+            out[m] = items
         return out
 
     def _process(self, prompts: list[str], ids: list[str], decoded: list[DecodedClip], present: list[list[str]],
-                 cached: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
-        """Processor output (unpadded ``input_ids`` per row, media tensors) with cached modalities left out."""
-        if not cached:
-            return dict(self.processor(prompts, clip_ids=ids, padding=False, return_tensors=None,
-                                       **media_kwargs(decoded, present)))
-        from ..model.configuration import MEDIA_TOKENS
-
-        # The processor insists on raw media for every placeholder: process the other modalities on prompts
-        # without the cached placeholders, and tokenize the full prompts with the processor's own expansion.
+                 cached: dict[str, list[Any]]) -> dict[str, Any]:
+        """Processor output (unpadded ``input_ids`` per row, media tensors; cached towers as features)."""
         raw = [[m for m in p if m not in cached] for p in present]
-        stripped = prompts
-        for m in cached:
-            stripped = [t.replace(MEDIA_TOKENS[m], "") for t in stripped]
-        enc = dict(self.processor(stripped, clip_ids=ids, padding=False, return_tensors=None,
-                                  **media_kwargs(decoded, raw)))
-        enc["input_ids"] = self.processor.tokenizer([self.processor._expand(t) for t in prompts],
-                                                    add_special_tokens=False)["input_ids"]
-        for m, (features, index) in cached.items():
-            enc.setdefault("media_features", {})[m] = features
-            enc[f"{m}_index"] = index
-        return enc
+        return dict(self.processor(prompts, clip_ids=ids, padding=False, return_tensors=None,
+                                   encoder_features=cached or None, **media_kwargs(decoded, raw)))
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         import torch

@@ -19,7 +19,7 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 
 from ..types import MODALITIES
-from .configuration import MEDIA_INPUT_NAMES, MEDIA_TOKENS
+from .configuration import FEATURE_INPUT_NAMES, MEDIA_INPUT_NAMES, MEDIA_TOKENS
 
 SPECIAL_TOKENS: dict[str, str] = {"bos": "<|im_start|>", "eos": "<|im_end|>", "pad": "<|pad|>"}
 # ChatML; content is a string that may contain media placeholders.
@@ -121,12 +121,24 @@ class AffectLlmProcessor(ProcessorMixin):
                                        return_tensors="pt", padding="max_length" if self._is_whisper() else True)
         return feats["input_features"] if "input_features" in feats else feats["input_values"]
 
+    @staticmethod
+    def _features(modality: str, unique: list[np.ndarray]) -> torch.Tensor:
+        """Cached tower outputs ``[l, d]`` of unique clips -> ``[u, l, d]``."""
+        arrays = [np.asarray(f, dtype=np.float32) for f in unique]
+        if len({a.shape for a in arrays}) > 1:
+            if modality == "audio":
+                raise ValueError(f"audio encoder features of different lengths {sorted({a.shape for a in arrays})}; "
+                                 "encode this batch live")
+            arrays = _resample_time(arrays)  # per-frame outputs: same rule as frames
+        return torch.from_numpy(np.stack(arrays))
+
     def _is_whisper(self) -> bool:
         return "input_features" in getattr(self.feature_extractor, "model_input_names", [])
 
     def __call__(self, text: str | list[str], videos: list | None = None, audios: list | None = None,
                  faces: list | None = None, au_features: list | None = None, clip_ids: Sequence[str] | None = None,
-                 padding: bool | str = True, return_tensors: str = "pt", **tokenizer_kwargs: Any) -> BatchFeature:
+                 padding: bool | str = True, return_tensors: str = "pt",
+                 encoder_features: dict[str, list] | None = None, **tokenizer_kwargs: Any) -> BatchFeature:
         """Tokenize prompts and process their media.
 
         Args:
@@ -136,15 +148,26 @@ class AffectLlmProcessor(ProcessorMixin):
             faces: per row, face crops ``[t, s, s, 3]`` uint8 or None.
             au_features: per row, per-frame AU/landmark vectors ``[t, f]`` or None.
             clip_ids: per row, an id; rows with the same id share (and encode once) one clip.
+            encoder_features: ``{"video"|"audio"|"face": per row, that tower's cached output [l, d] or None}``, in
+                place of the raw media of that modality (the feature cache of ``data prep``); video/face outputs
+                of different frame counts are brought to a common count like frames, audio ones must match.
 
         Returns:
             ``input_ids``, ``attention_mask`` ``[b, s]`` and, per present modality, its media tensor over unique clips
-            plus ``<modality>_index`` when ``clip_ids`` is given.
+            (``video_features`` etc. for cached modalities) plus ``<modality>_index`` when ``clip_ids`` is given.
         """
         texts = [text] if isinstance(text, str) else list(text)
         b = len(texts)
         media = {m: (list(x) if x is not None else [None] * b)
                  for m, x in (("video", videos), ("audio", audios), ("face", faces), ("au", au_features))}
+        cached = {m: list(v) for m, v in (encoder_features or {}).items()}
+        for m, feats in cached.items():
+            if m not in FEATURE_INPUT_NAMES:
+                raise ValueError(f"encoder_features: {m!r} has no cacheable tower "
+                                 f"(one of {', '.join(FEATURE_INPUT_NAMES)})")
+            if any(f is not None for f in media[m]):
+                raise ValueError(f"{m}: pass raw media or encoder_features, not both")
+            media[m] = feats
         for m, items in media.items():
             if len(items) != b:
                 raise ValueError(f"{m}: {len(items)} items for {b} prompts; pass None for rows without {m}")
@@ -158,7 +181,9 @@ class AffectLlmProcessor(ProcessorMixin):
             unique, index = self._unique(items, clip_ids)
             if not unique:
                 continue
-            if m == "video":
+            if m in cached:
+                data[FEATURE_INPUT_NAMES[m]] = self._features(m, unique)
+            elif m == "video":
                 data[MEDIA_INPUT_NAMES[m]] = self._frames(self.image_processor, unique)
             elif m == "face":
                 data[MEDIA_INPUT_NAMES[m]] = self._frames(self.face_image_processor, unique)
