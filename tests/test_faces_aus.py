@@ -184,4 +184,4 @@ def test_pipeline_on_a_face_video(analyzer: FaceAnalyzer, tmp_path: Path) -> Non
     assert d.frames.shape == (8, 320, 320, 3) and frames.track.num_found == 8
     assert d.faces.shape == (8, 112, 112, 3) and d.au_features.shape == (8, FEATURE_DIM)
     assert frames.aus.baseline_source == "clip" and frames.aus.mean()["AU12"] > 0.3
-    assert d.present() == ["video", "face"]
+    assert d.present() == ["video", "face", "au"]  # crops and AU vectors are separate modalities
