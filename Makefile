@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n 2 --dist loadgroup tests affectllm $(PYTEST_ARGS)
 
 test-fast: install
@@ -30,6 +31,7 @@ demo: install
 	$(BIN)/affectllm demo
 
 lint: install
+	$(BIN)/lint-imports
 	$(BIN)/ruff check affectllm tests bench scripts
 	$(BIN)/ruff format --check affectllm tests bench scripts
 

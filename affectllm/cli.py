@@ -27,25 +27,25 @@ def _data_check(a: argparse.Namespace) -> int:
 
 
 def _data_import(a: argparse.Namespace) -> int:
-    from .data.datasets import prep_dataset_main
+    from .data.sources import prep_dataset_main
 
     return prep_dataset_main(a.name, a.root, a.out, options=a.options)
 
 
 def _metric_ew(a: argparse.Namespace) -> int:
-    from .evaluation.ew_cli import ew_main
+    from .evaluation.label_file import ew_main
 
     return ew_main(a.pred, a.gold, a.wheel_dir, a.table, a.level)
 
 
 def _data_synth(a: argparse.Namespace) -> int:
-    from .data.synth import synth_main
+    from .emoworld.generate import synth_main
 
     return synth_main(a.out, a.n, a.seed, a.preset, a.overrides)
 
 
 def _data_prep(a: argparse.Namespace) -> int:
-    from .data.prep import run_from_args
+    from .inputs.prep import run_from_args
 
     return run_from_args(a)
 
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="knob overrides, e.g. size=64 workers=2 (see docs/emoworld.md)")
     p = _add(dsub, "prep", "Decode, sample frames, crop faces, estimate AUs (and cache encoder features) per clip; "
              "resumable, parallel, writes DIR/prep.jsonl.", _data_prep)
-    from .data.prep import add_arguments
+    from .inputs.prep import add_arguments
 
     add_arguments(p)
     p = _add(dsub, "check", "Validate every manifest row and probe every media file; exit 1 if any row is bad.",

@@ -45,7 +45,7 @@ def demo_main(out: str = "runs/demo", n: int = 240, seed: int = 0, quick: bool =
     """Run the pipeline; print and save the stage-by-stage summary."""
     from rich.console import Console
 
-    from .data.synth import synth_main
+    from .emoworld.generate import synth_main
 
     console = Console()
     root = Path(out)

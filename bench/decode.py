@@ -24,7 +24,7 @@ import av
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from affectllm.data.prep import prep_main  # noqa: E402
+from affectllm.inputs.prep import prep_main  # noqa: E402
 from affectllm.media.decode import DecodeConfig, _decord_available, decode_video  # noqa: E402
 from tests.media_fixtures import write_video  # noqa: E402
 

@@ -108,7 +108,7 @@ def bench_grpo(manifest: Path, prep: Path, overrides: list[str], steps: int,
 
 def prep_with_features(manifest: Path, overrides: list[str], work: Path) -> Path:
     """``data prep --cache-features`` with the (seed-0) model of ``overrides``, saved under ``work``."""
-    from affectllm.data.prep import prep_main
+    from affectllm.inputs.prep import prep_main
 
     model, processor = build_model(load_model_config(overrides), seed=0)
     model.save_pretrained(work / "model")
@@ -120,9 +120,10 @@ def prep_with_features(manifest: Path, overrides: list[str], work: Path) -> Path
 
 def sft_batches(manifest: Path, prep: Path, model: Any, processor: Any) -> dict[str, Any]:
     """The same 8 SFT rows collated live and from the feature cache (plus each collation's median seconds)."""
-    from affectllm.data.collate import ClipStore, SftCollator
     from affectllm.data.manifest import read_manifest
     from affectllm.data.prompts import QUESTIONS
+    from affectllm.inputs.collate import SftCollator
+    from affectllm.inputs.store import ClipStore
 
     clips, _ = read_manifest(str(manifest))
     rows = [{"clip": c, "question": QUESTIONS["brief"], "target": c.caption or "calm"} for c in clips[:8]]
@@ -171,7 +172,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=24, help="EmoWorld clips")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from affectllm.data.synth import synth_main
+    from affectllm.emoworld.generate import synth_main
 
     work = Path(tempfile.mkdtemp(prefix="affectllm-bench-grpo-"))
     assert synth_main(str(work / "ew"), args.clips, 0, overrides=["size=48", "fps=8"]) == 0

@@ -37,7 +37,7 @@ def media():
 @pytest.fixture(scope="session")
 def emoworld(tmp_path_factory):
     """A 12-clip EmoWorld (train/val/test splits) written once per session; returns the manifest path."""
-    from affectllm.data.synth import synth_main
+    from affectllm.emoworld.generate import synth_main
 
     out = tmp_path_factory.mktemp("emoworld")
     assert synth_main(str(out), 12, 0, overrides=["size=48", "fps=8"]) == 0

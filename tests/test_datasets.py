@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from affectllm.data.datasets import LayoutError, load_dataset, prep_dataset_main
 from affectllm.data.manifest import read_manifest
+from affectllm.data.sources import LayoutError, load_dataset, prep_dataset_main
 from affectllm.registry import DATASETS
 
 EXPECTED = {

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from affectllm import metrics as m
-from affectllm.evaluation.ew_cli import ew_main
+from affectllm.evaluation.label_file import ew_main
 from affectllm.taxonomy import get_taxonomy
 
 WHEEL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "emotion_wheel"

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def cached(tmp_path_factory):
     """A 6-clip EmoWorld, the tiny model (seed 0) saved to a dir, and ``data prep --cache-features`` with it."""
     from affectllm.cli import main as cli
-    from affectllm.data.synth import synth_main
+    from affectllm.emoworld.generate import synth_main
     from affectllm.model.build import build_model
 
     root = tmp_path_factory.mktemp("feature_cache")
@@ -43,7 +43,7 @@ def sft_rows(manifest: Path) -> list[dict]:
 
 
 def test_prep_writes_tower_features_with_the_fingerprint(cached):
-    from affectllm.data.cache import encoder_fingerprint
+    from affectllm.inputs.features import encoder_fingerprint
 
     model, processor = cached["model"], cached["processor"]
     rows = [json.loads(x) for x in (cached["prep"] / "prep.jsonl").read_text().splitlines()]
@@ -66,7 +66,7 @@ def test_fingerprint_ignores_dtype_and_save_load_but_not_weights(cached):
     from transformers import AutoModelForCausalLM, AutoProcessor
 
     import affectllm.model  # noqa: F401
-    from affectllm.data.cache import encoder_fingerprint
+    from affectllm.inputs.features import encoder_fingerprint
 
     model, processor = cached["model"], cached["processor"]
     fp = encoder_fingerprint(model, processor)
@@ -80,7 +80,8 @@ def test_fingerprint_ignores_dtype_and_save_load_but_not_weights(cached):
 
 
 def test_cached_features_give_the_same_loss_as_live_encoders(cached):
-    from affectllm.data.collate import ClipStore, SftCollator
+    from affectllm.inputs.collate import SftCollator
+    from affectllm.inputs.store import ClipStore
 
     model, processor = cached["model"], cached["processor"]
     for p in model.model.encoders.parameters():
@@ -110,7 +111,8 @@ def test_cached_features_give_the_same_loss_as_live_encoders(cached):
 
 
 def test_a_stale_cache_is_refused_with_a_clear_message(cached):
-    from affectllm.data.collate import ClipStore, SftCollator
+    from affectllm.inputs.collate import SftCollator
+    from affectllm.inputs.store import ClipStore
 
     model, processor = cached["model"], cached["processor"]
     other = copy.deepcopy(model)
@@ -125,7 +127,7 @@ def test_a_stale_cache_is_refused_with_a_clear_message(cached):
 
 
 def test_prep_without_a_model_directory_says_so(cached, tmp_path):
-    from affectllm.data.prep import prep_main
+    from affectllm.inputs.prep import prep_main
 
     for model in (None, str(tmp_path / "nowhere")):
         with pytest.raises(ValueError, match="cache_features.*--model"):
@@ -136,7 +138,7 @@ def test_prep_without_a_model_directory_says_so(cached, tmp_path):
 def test_grpo_media_dedup_switch_changes_encoding_not_inputs(cached, tmp_path):
     from affectllm.config import load_recipe
     from affectllm.train import grpo
-    from affectllm.train.common import load_stage_model
+    from affectllm.train.stage import load_stage_model
 
     r = load_recipe(ROOT / "recipes/tiny/grpo.yaml", [
         f"data.manifest={cached['manifest']}", f"data.feature_cache={cached['prep']}", f"output_dir={tmp_path}",

@@ -1,4 +1,4 @@
-"""``affectllm data prep`` (affectllm.data.prep): rows, arrays, per-item errors, resume, retry, feature hook."""
+"""``affectllm data prep`` (affectllm.inputs.prep): rows, arrays, per-item errors, resume, retry, feature hook."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from affectllm.data.prep import PREP_FILE, load_done, prep_main
+from affectllm.inputs.prep import PREP_FILE, load_done, prep_main
 from affectllm.media.aus import AU_CODES, FEATURE_DIM
 from affectllm.types import DecodedClip
 from tests.media_fixtures import write_corrupt, write_video
@@ -137,7 +137,7 @@ def test_load_done_drops_a_torn_tail(tmp_path: Path) -> None:
 def test_killed_parallel_run_resumes(media: Path, tmp_path: Path) -> None:
     manifest = _manifest(tmp_path / "m.jsonl", _media_rows(media, n_face=8))
     out = tmp_path / "out"
-    code = f"from affectllm.data.prep import prep_main; prep_main({str(manifest)!r}, {str(out)!r}, workers=2)"
+    code = f"from affectllm.inputs.prep import prep_main; prep_main({str(manifest)!r}, {str(out)!r}, workers=2)"
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -166,7 +166,7 @@ def test_killed_parallel_run_resumes(media: Path, tmp_path: Path) -> None:
 def test_cli_arguments_reach_prep(media: Path, tmp_path: Path) -> None:
     import argparse
 
-    from affectllm.data.prep import add_arguments, run_from_args
+    from affectllm.inputs.prep import add_arguments, run_from_args
 
     parser = argparse.ArgumentParser(prog="affectllm data prep")
     add_arguments(parser)

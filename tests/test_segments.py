@@ -199,8 +199,8 @@ def test_data_check_accepts_stills_and_checks_windows(tmp_path: Path, media: dic
 
 
 def test_meld_episode_times_are_not_a_window(tmp_path: Path) -> None:
-    from affectllm.data.datasets import load_dataset
     from affectllm.data.manifest import validate_row
+    from affectllm.data.sources import load_dataset
 
     header = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime\n"
     (tmp_path / "MELD.Raw").mkdir()

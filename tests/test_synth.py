@@ -1,4 +1,4 @@
-"""EmoWorld (affectllm.data.synth): determinism, schema, media, knobs, visible cues, oracle vs baselines."""
+"""EmoWorld (affectllm.emoworld.generate): determinism, schema, media, knobs, visible cues, oracle vs baselines."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from affectllm.data.manifest import read_manifest
-from affectllm.data.synth import generate, score_systems, simulate, synth_main
-from affectllm.data.synth_oracle import Baselines
-from affectllm.data.synth_render import AU_CODES, render_frame, sample_identity
-from affectllm.data.synth_text import IMPLY, NEUTRAL, SAY, label_words
-from affectllm.data.synth_voice import read_wav, render_voice, voice_params
-from affectllm.data.synth_world import EMOTIONS, PROTOTYPES, Knobs, resolve_knobs, sample_latent
+from affectllm.emoworld.generate import generate, score_systems, simulate, synth_main
+from affectllm.emoworld.oracle import Baselines
+from affectllm.emoworld.render import AU_CODES, render_frame, sample_identity
+from affectllm.emoworld.text import IMPLY, NEUTRAL, SAY, label_words
+from affectllm.emoworld.voice import read_wav, render_voice, voice_params
+from affectllm.emoworld.world import EMOTIONS, PROTOTYPES, Knobs, resolve_knobs, sample_latent
 from affectllm.taxonomy import default_taxonomy, emotion_prototypes, normalize_label
 
 TINY = ["size=32", "fps=6", "min_seconds=1.0", "max_seconds=1.5"]

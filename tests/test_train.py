@@ -31,7 +31,7 @@ def changed(before: dict[str, torch.Tensor], model) -> set[str]:
 
 def test_sft_lora_changes_exactly_the_trainable_parameters(emoworld, tmp_path):
     from affectllm.train import sft
-    from affectllm.train.common import load_stage_model
+    from affectllm.train.stage import load_stage_model
 
     r = recipe("sft", emoworld, tmp_path / "sft", "trainer.max_steps=3", "model.llm_mode=lora",
                "model.train_encoders=false", "trainer.learning_rate=0.01")
@@ -74,7 +74,7 @@ def sft_dir(emoworld, tmp_path_factory):
 
 def test_grpo_steps_change_exactly_the_trainable_parameters(emoworld, sft_dir, tmp_path):
     from affectllm.train import grpo
-    from affectllm.train.common import load_stage_model
+    from affectllm.train.stage import load_stage_model
 
     r = recipe("grpo", emoworld, tmp_path / "grpo", f"init_from={sft_dir}", "trainer.max_steps=2",
                "trainer.max_completion_length=12", "model.llm_mode=lora", "model.train_encoders=false",
@@ -110,7 +110,7 @@ def _run_sft(emoworld, out, stop_at=None, resume=False):
     from transformers import TrainerCallback
 
     from affectllm.train import sft
-    from affectllm.train.common import last_checkpoint, load_stage_model
+    from affectllm.train.stage import load_stage_model
 
     r = recipe("sft", emoworld, out, "trainer.max_steps=4", "trainer.save_steps=2", "trainer.learning_rate=0.005",
                "trainer.lr_scheduler_type=constant", "trainer.warmup_steps=0", "stage_options.evaluate=false")
@@ -125,7 +125,9 @@ def _run_sft(emoworld, out, stop_at=None, resume=False):
                 control.should_training_stop = True  # an interruption right after a checkpoint
 
     trainer.add_callback(Record())
-    trainer.train(resume_from_checkpoint=last_checkpoint(out) if resume else None)
+    from transformers.trainer_utils import get_last_checkpoint
+
+    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(out)) if resume else None)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     return {row["step"]: row["loss"] for row in rows if "loss" in row}, seen
 

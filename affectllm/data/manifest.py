@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import math
 import os
+import random
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -41,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from affectllm.types import Clip
+
+log = logging.getLogger(__name__)
 
 MEDIA_FIELDS: tuple[str, ...] = ("video", "audio")
 CONTENT_FIELDS: tuple[str, ...] = ("video", "audio", "transcript")
@@ -467,3 +471,25 @@ def write_manifest(rows: Iterable[dict[str, Any] | Clip], path: str | os.PathLik
         if errors:
             raise ManifestError(errors)
     return write_jsonl(out, path)
+
+
+def select_clips(manifest: str | None, split: str | None, max_samples: int | None = None,
+               seed: int = 0) -> list[Clip]:
+    """Clips of ``split`` (all when None) from a manifest; bad rows are reported (with line and field) and skipped.
+
+    Raises:
+        ValueError: no manifest given, or no usable clip in the split.
+    """
+    if not manifest:
+        raise ValueError("data.manifest is not set; pass data.manifest=PATH (e.g. one written by `affectllm data "
+                         "synth`)")
+    clips, problems = read_manifest(manifest, strict=False)
+    for p in problems:
+        log.warning("%s", p)
+    if split:
+        clips = [c for c in clips if c.split == split]
+    if not clips:
+        raise ValueError(f"{manifest}: no usable clip in split {split!r}")
+    if max_samples is not None and len(clips) > max_samples:
+        clips = random.Random(seed).sample(clips, max_samples)
+    return clips

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Recipe
-from ..data.collate import ClipStore
+from ..data.manifest import select_clips
 from ..evaluation.posthoc import ConfidenceMap
-from ..evaluation.stage_eval import calibration_metrics, confidence_pairs, generate_completions, score
-from .common import load_clips, load_stage_model, save_final, setup_output, train_and_save
-from .evaluate import load_for_inference
+from ..evaluation.report import reliability_plot
+from ..evaluation.runner import calibration_metrics, confidence_pairs, generate_completions, score
+from ..inputs.store import ClipStore
+from .grpo import build_trainer
+from .stage import load_for_inference, load_stage_model, save_final, setup_output, train_and_save
 
 log = logging.getLogger("affectllm.train")
 
@@ -45,32 +47,6 @@ def _completions(path: str | Path, clips: list, recipe: Recipe) -> list[str]:
                                 max_new_tokens=int(recipe.stage_options.get("eval_max_new_tokens", 96)))
 
 
-def reliability_plot(curves: dict[str, tuple[list[float], list[bool]]], path: Path, n_bins: int = 10) -> None:
-    """Reliability diagrams (accuracy per confidence bin vs the diagonal), one line per curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..metrics import reliability_diagram
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
-    for name, (conf, correct) in curves.items():
-        if not conf:
-            continue
-        bins = [b for b in reliability_diagram(conf, correct, n_bins) if b.get("count")]
-        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", label=name)
-    ax.set_xlabel("stated confidence")
-    ax.set_ylabel("observed accuracy (EW-F >= 0.5)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def main(recipe: Recipe) -> dict[str, Any]:
     """Run stage 3 top to bottom; return the before/after report."""
     out = setup_output(recipe)
@@ -79,8 +55,6 @@ def main(recipe: Recipe) -> dict[str, Any]:
     if not recipe.init_from:
         raise ValueError("the calibration stage needs init_from (the GRPO or SFT output directory)")
     if int(recipe.trainer.get("max_steps", -1)) != 0:  # -1 means "train by num_train_epochs", 0 skips GRPO
-        from .grpo import build_trainer
-
         model, processor = load_stage_model(recipe)
         trainer = build_trainer(recipe, model, processor, out)
         if not train_and_save(trainer, processor, recipe, out):
@@ -90,7 +64,7 @@ def main(recipe: Recipe) -> dict[str, Any]:
         save_final(model, processor, out)
     conf_map = None
     if opts["posthoc"] and opts["posthoc"] != "none":
-        held = load_clips(recipe.data.manifest, opts["posthoc_split"], opts["posthoc_samples"], recipe.seed)
+        held = select_clips(recipe.data.manifest, opts["posthoc_split"], opts["posthoc_samples"], recipe.seed)
         conf, correct = confidence_pairs(_completions(out, held, recipe), held)
         conf_map = ConfidenceMap.fit(conf, correct, opts["posthoc"])
         conf_map.save(out)
@@ -102,7 +76,7 @@ def main(recipe: Recipe) -> dict[str, Any]:
 def compare(recipe: Recipe, out: Path, conf_map: ConfidenceMap | None, opts: dict[str, Any]) -> dict[str, Any]:
     """Before (init_from) vs after (this stage, raw and post-hoc) on the test split; print, save, plot."""
     try:
-        test = load_clips(recipe.data.eval_manifest or recipe.data.manifest, opts["test_split"],
+        test = select_clips(recipe.data.eval_manifest or recipe.data.manifest, opts["test_split"],
                           opts["eval_samples"], recipe.seed)
     except ValueError as err:
         log.info("no before/after comparison: %s", err)

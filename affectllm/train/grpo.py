@@ -23,19 +23,16 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
 from ..config import Recipe
-from ..data.collate import ClipStore, media_kwargs, present_modalities, prompt_text
-from ..data.manifest import clip_to_row, row_to_clip
+from ..data.manifest import clip_to_row, row_to_clip, select_clips
 from ..data.prompts import QUESTIONS, messages, reward_columns
+from ..inputs.collate import media_kwargs, present_modalities, prompt_text
+from ..inputs.store import ClipStore
 from ..model.configuration import FEATURE_INPUT_NAMES, MEDIA_INPUT_NAMES
 from ..parsing import completion_text, parse_completion
 from ..rewards import make_reward
 from ..types import Clip
-from .common import (
-    MetricsLogger,
-    NonFiniteGuard,
-    load_clips,
-    trainable,
-)
+from .callbacks import MetricsLogger, NonFiniteGuard
+from .stage import run_stage, trainable
 
 log = logging.getLogger("affectllm.train")
 MEDIA_PREFIX = "affect_media_"
@@ -223,7 +220,7 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
     from datasets import Dataset
 
     question = QUESTIONS[recipe.stage_options.get("task", "describe")]
-    clips = load_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
+    clips = select_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
     train = Dataset.from_list(grpo_rows(clips, question))
     funcs, weights = reward_functions(recipe)
     defaults = {"logging_steps": 1, "report_to": ["tensorboard"], "seed": recipe.seed, "data_seed": recipe.seed,
@@ -248,6 +245,4 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
 
 def main(recipe: Recipe) -> dict[str, Any]:
     """Run stage 2 top to bottom; return the evaluation on the test split."""
-    from .run import train_stage
-
-    return train_stage(recipe, build_trainer)
+    return run_stage(recipe, build_trainer)

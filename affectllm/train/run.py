@@ -7,6 +7,9 @@ import os
 from typing import Any
 
 from ..config import load_recipe
+from . import calibrate, grpo, sft
+
+STAGES = {"sft": sft.main, "grpo": grpo.main, "calibrate": calibrate.main}
 
 
 def is_main_process() -> bool:
@@ -21,29 +24,9 @@ def _logging() -> None:
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False)], force=True)
 
 
-def train_stage(recipe: Any, build_trainer: Any) -> dict[str, Any]:
-    """The body of a training stage: output dir, model, ``build_trainer(recipe, model, processor, out)``, train,
-    save, plot, then (main process) the evaluation on the test split, which is returned."""
-    from .common import load_stage_model, setup_output, train_and_save
-    from .evaluate import evaluate_stage
-
-    out = setup_output(recipe)
-    model, processor = load_stage_model(recipe)
-    trainer = build_trainer(recipe, model, processor, out)
-    if not train_and_save(trainer, processor, recipe, out):
-        return {}
-    return evaluate_stage(recipe, out)
-
-
 def run_stage(recipe: Any) -> dict[str, Any]:
-    """Dispatch to the stage's ``main``."""
-    if recipe.stage == "sft":
-        from .sft import main
-    elif recipe.stage == "grpo":
-        from .grpo import main
-    else:
-        from .calibrate import main
-    return main(recipe)
+    """Run the stage the recipe names (its ``main``) and return its evaluation."""
+    return STAGES[recipe.stage](recipe)
 
 
 def train_main(recipe_path: str, overrides: list[str] | None = None) -> int:

@@ -13,16 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Recipe
-from ..data.collate import ClipStore, SftCollator
-from ..data.manifest import clip_to_row
+from ..data.manifest import clip_to_row, select_clips
 from ..data.prompts import DEFAULT_MIX, QUESTIONS, choose_task
+from ..inputs.collate import SftCollator
+from ..inputs.store import ClipStore
 from ..types import Clip
-from .common import (
-    MetricsLogger,
-    NonFiniteGuard,
-    load_clips,
-    trainable,
-)
+from .callbacks import MetricsLogger, NonFiniteGuard
+from .stage import run_stage, trainable
 
 log = logging.getLogger("affectllm.train")
 
@@ -60,7 +57,7 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path) -> Any:
     from trl import SFTConfig, SFTTrainer
 
     opts = {"mix": DEFAULT_MIX, "confidence": 0.8, "max_length": 1024, **recipe.stage_options}
-    train_clips = load_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
+    train_clips = select_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
     train = Dataset.from_list(sft_rows(train_clips, dict(opts["mix"]), recipe.seed, opts["confidence"]))
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     # with a prep feature cache (data.feature_cache) frozen towers are not run: their cached outputs are used
@@ -79,6 +76,4 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path) -> Any:
 
 def main(recipe: Recipe) -> dict[str, Any]:
     """Run stage 1 top to bottom; return the evaluation on the test split (if the manifest has one)."""
-    from .run import train_stage
-
-    return train_stage(recipe, build_trainer)
+    return run_stage(recipe, build_trainer)

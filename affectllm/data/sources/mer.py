@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from affectllm.data.datasets._base import (
+from affectllm.data.sources._base import (
     AUDIO_EXTS,
     VIDEO_EXTS,
     LayoutError,

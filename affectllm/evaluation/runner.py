@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
-from ..data.collate import ClipStore, media_kwargs, present_modalities, prompt_text
 from ..data.prompts import QUESTIONS
+from ..inputs.collate import media_kwargs, present_modalities, prompt_text
+from ..inputs.store import ClipStore
 from ..metrics import au_f1, auroc, brier, ew_sample_f, ew_scores, expected_calibration_error, hit_rate
 from ..parsing import parse_completion
 from ..types import Clip

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from affectllm.data.datasets._base import (
+from affectllm.data.manifest import iter_jsonl, normalize_au
+from affectllm.data.sources._base import (
     AUDIO_EXTS,
     VIDEO_EXTS,
     LoadResult,
@@ -16,7 +17,6 @@ from affectllm.data.datasets._base import (
     read_csv,
     register,
 )
-from affectllm.data.manifest import iter_jsonl, normalize_au
 from affectllm.types import Clip
 
 DFEW_LABELS: dict[str, str] = {

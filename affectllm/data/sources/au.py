@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from affectllm.data.datasets._base import VIDEO_EXTS, LoadResult, find, find_all, read_text, register
+from affectllm.data.sources._base import VIDEO_EXTS, LoadResult, find, find_all, read_text, register
 from affectllm.types import Clip
 
 DISFA_FPS = 20.0

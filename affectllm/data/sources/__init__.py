@@ -6,7 +6,7 @@ downloaded: point a loader at the folder you obtained from the dataset's owners.
 ``data_cards/<card>.md``. Labels are the dataset's own words, lower-cased; the cards map them to our taxonomy.
 
 >>> from affectllm.registry import DATASETS
->>> import affectllm.data.datasets
+>>> import affectllm.data.sources
 >>> "ravdess" in DATASETS and "mer2025" in DATASETS
 True
 """
@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from affectllm.data.datasets import acted, au, conversation, mer, wild  # noqa: F401  (registration)
-from affectllm.data.datasets._base import LayoutError, LoadResult
 from affectllm.data.manifest import write_manifest
+from affectllm.data.sources import acted, au, conversation, mer, wild  # noqa: F401  (registration)
+from affectllm.data.sources._base import LayoutError, LoadResult
 from affectllm.registry import DATASETS
 
 __all__ = ["LayoutError", "LoadResult", "load_dataset", "prep_dataset_main"]

@@ -5,9 +5,9 @@ voice following arousal and valence), ``out/manifest.jsonl`` (DESIGN.md §3 rows
 labels, AUs, valence/arousal and a descriptive caption) and ``out/emoworld.json`` (resolved knobs, counts and the
 scores of the oracle and the baselines on the test split), then prints those scores.
 
-The pieces: :mod:`~affectllm.data.synth_world` (knobs, presets, the latent state of a clip),
-:mod:`~affectllm.data.synth_render` (video), :mod:`~affectllm.data.synth_voice` (audio),
-:mod:`~affectllm.data.synth_text` (transcript, labels, caption), :mod:`~affectllm.data.synth_oracle` (oracle and
+The pieces: :mod:`~affectllm.emoworld.world` (knobs, presets, the latent state of a clip),
+:mod:`~affectllm.emoworld.render` (video), :mod:`~affectllm.emoworld.voice` (audio),
+:mod:`~affectllm.emoworld.text` (transcript, labels, caption), :mod:`~affectllm.emoworld.oracle` (oracle and
 baselines). Every clip is drawn from generators seeded by ``(seed, index)``: the output is byte-identical for a
 seed whatever the number of workers. See ``docs/emoworld.md``.
 """
@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from affectllm.data.manifest import write_manifest
-from affectllm.data.synth_oracle import Baselines, Oracle
-from affectllm.data.synth_render import au_curves, render_video, sample_identity, write_mp4
-from affectllm.data.synth_text import caption, gold_labels, transcript
-from affectllm.data.synth_voice import espeak_available, render_espeak, render_voice, voice_params, write_wav
-from affectllm.data.synth_world import Knobs, Latent, resolve_knobs, sample_latent
+from affectllm.emoworld.oracle import Baselines, Oracle
+from affectllm.emoworld.render import au_curves, render_video, sample_identity, write_mp4
+from affectllm.emoworld.text import caption, gold_labels, transcript
+from affectllm.emoworld.voice import espeak_available, render_espeak, render_voice, voice_params, write_wav
+from affectllm.emoworld.world import Knobs, Latent, resolve_knobs, sample_latent
 from affectllm.metrics import au_f1, ew_level1, hit_rate
 
 SOURCE = "emoworld"

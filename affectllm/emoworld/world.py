@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from affectllm.data.synth_render import AU_CODES
+from affectllm.emoworld.render import AU_CODES
 from affectllm.taxonomy import emotion_prototypes, normalize_label
 
 AU_THRESHOLD = 0.25

@@ -3,7 +3,7 @@
 * **oracle**: sees the clip's observable cues exactly as generated (the AU apex intensities the face shows, the
   affect the voice is rendered from, the emotion class the words carry, which modalities are present), never the
   gold labels. It computes the exact posterior over (emotion, blend partner) under the generative model of
-  :mod:`affectllm.data.synth_world` (intensity and blend weight integrated on a grid; label noise included) and
+  :mod:`affectllm.emoworld.world` (intensity and blend weight integrated on a grid; label noise included) and
   answers the label set with the highest expected per-sample F1. Its AUs are the visible ones when there is video
   and the posterior's likely AUs otherwise. Label noise, cue noise, missing modalities and misleading words bound it.
 * **majority**: the most frequent gold emotion of the train split, and the most frequent gold AU set there.
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from scipy.special import log_ndtr, logsumexp, ndtr
 
-from affectllm.data.synth_render import AU_CODES
-from affectllm.data.synth_world import (
+from affectllm.emoworld.render import AU_CODES
+from affectllm.emoworld.world import (
     AU_THRESHOLD,
     BLEND_WEIGHT,
     BLENDS,

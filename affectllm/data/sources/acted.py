@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from affectllm.data.datasets._base import (
+from affectllm.data.sources._base import (
     LayoutError,
     LoadResult,
     col,

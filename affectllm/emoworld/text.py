@@ -10,8 +10,8 @@ from functools import cache
 
 import numpy as np
 
-from affectllm.data.synth_render import AU_CODES
-from affectllm.data.synth_world import AFFECT, AU_THRESHOLD, EMOTIONS, Latent, prototype
+from affectllm.emoworld.render import AU_CODES
+from affectllm.emoworld.world import AFFECT, AU_THRESHOLD, EMOTIONS, Latent, prototype
 from affectllm.taxonomy import au_name, default_taxonomy, neighbours
 
 # Words a speaker uses to name the emotion (explicit transcripts, misleading claims).

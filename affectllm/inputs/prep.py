@@ -35,10 +35,10 @@ from typing import IO, Any
 
 import numpy as np
 
+from ..data.manifest import read_manifest
 from ..media.decode import DecodeConfig, MediaError
 from ..media.sampling import SamplingConfig
 from ..types import Clip, DecodedClip
-from .manifest import read_manifest
 
 FeatureFn = Callable[[DecodedClip], dict[str, np.ndarray]]
 PREP_FILE = "prep.jsonl"
@@ -268,7 +268,7 @@ def _make_feature_fn(model: str | None) -> FeatureFn:
         model: a saved affectllm model directory (e.g. a training stage's ``output_dir``).
 
     Returns:
-        A picklable :class:`~affectllm.data.cache.EncoderFeatureFn` (loaded once here, once per worker).
+        A picklable :class:`~affectllm.inputs.features.EncoderFeatureFn` (loaded once here, once per worker).
 
     Raises:
         ValueError: ``model`` is not given or is not a model directory.
@@ -276,7 +276,7 @@ def _make_feature_fn(model: str | None) -> FeatureFn:
     if not model:
         raise ValueError("cache_features needs --model MODEL_DIR (a saved affectllm model whose encoders make the "
                          "features), or run without --cache-features")
-    from .cache import encoder_feature_fn
+    from .features import encoder_feature_fn
 
     return encoder_feature_fn(model)
 

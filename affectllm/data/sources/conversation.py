@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from affectllm.data.datasets._base import (
+from affectllm.data.sources._base import (
     VIDEO_EXTS,
     LoadResult,
     MediaIndex,
