@@ -65,11 +65,63 @@ class DataConfig:
     manifest: str | None = None
     eval_manifest: str | None = None
     split: str | None = "train"
-    eval_split: str | None = "val"
     num_frames: int = 8
     max_samples: int | None = None
     feature_cache: str | None = None
-    tasks: dict[str, float] = field(default_factory=dict)
+
+
+SFT_TASKS: tuple[str, ...] = ("describe", "ov_labels", "single", "au", "brief")
+"""The SFT tasks (their questions and targets are in :mod:`affectllm.data.prompts`)."""
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class SftOptions:
+    """Stage 1 (``sft:``): what the SFT examples are."""
+
+    mix: dict[str, float] = field(
+        default_factory=lambda: {"describe": 0.5, "ov_labels": 0.25, "single": 0.15, "au": 0.1},
+        metadata=_help("task -> weight: each clip's SFT example is one task drawn with these weights (seeded); "
+                       f"tasks: {', '.join(SFT_TASKS)}"))
+    confidence: float = field(default=0.8, metadata=_help("the confidence written in SFT targets (0..1)"))
+    max_length: int = field(default=1024, metadata=_help("longest prompt + target in tokens; longer rows are cut "
+                                                         "from the end"))
+
+
+@dataclass
+class GrpoOptions:
+    """Stages 2 and 3 (``grpo:``): how rollouts are built."""
+
+    dedup_media: bool = field(default=True, metadata=_help(
+        "process and encode each clip once per generation batch (a group shares one clip); false encodes every "
+        "row (same results, G x the encoder work: a baseline for bench/grpo.py)"))
+
+
+@dataclass
+class CalibrateOptions:
+    """Stage 3 (``calibrate:``): the post-hoc confidence map."""
+
+    posthoc: str = field(default="isotonic", metadata=_help("post-hoc map fitted after the GRPO part: isotonic, "
+                                                            "platt or none"))
+    posthoc_split: str = field(default="val", metadata=_help("split the post-hoc map is fitted on (never the "
+                                                             "evaluation split)"))
+    posthoc_samples: int | None = field(default=128, metadata=_help("clips of posthoc_split used for the fit "
+                                                                    "(null: all)"))
+
+
+@dataclass
+class EvalOptions:
+    """End-of-stage evaluation (``eval:``), on held-out clips."""
+
+    enabled: bool = field(default=True, metadata=_help("evaluate the saved model at the end of the stage"))
+    split: str | None = field(default="test", metadata=_help("split scored (of data.eval_manifest, else "
+                                                             "data.manifest); null skips the evaluation"))
+    samples: int | None = field(default=64, metadata=_help("clips of that split scored, drawn with the recipe "
+                                                           "seed (null: all)"))
+    max_new_tokens: int = field(default=96, metadata=_help("longest completion generated per clip"))
 
 
 @dataclass
@@ -94,7 +146,15 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     rewards: list[RewardSpec] = field(default_factory=list)
     trainer: dict[str, Any] = field(default_factory=dict)
-    stage_options: dict[str, Any] = field(default_factory=dict)
+    task: str = field(default="describe", metadata=_help(
+        "the question of GRPO/calibration rollouts and of the evaluation: one of the SFT tasks, so the RL prompt "
+        "is one the model was trained on"))
+    max_bad_steps: int = field(default=10, metadata=_help("stop after this many steps with non-finite gradients "
+                                                          "(each is skipped)"))
+    sft: SftOptions = field(default_factory=SftOptions)
+    grpo: GrpoOptions = field(default_factory=GrpoOptions)
+    calibrate: CalibrateOptions = field(default_factory=CalibrateOptions)
+    eval: EvalOptions = field(default_factory=EvalOptions)
 
 
 def _trainer_class(stage: str) -> Any:
@@ -122,6 +182,13 @@ def _validate(recipe: Recipe, source: str) -> None:
         raise RecipeError(f"{source}: stage={recipe.stage!r} must be one of {', '.join(STAGES)}")
     if recipe.model.llm_mode not in ("lora", "full", "frozen"):
         raise RecipeError(f"{source}: model.llm_mode={recipe.model.llm_mode!r} must be lora, full or frozen")
+    if recipe.task not in SFT_TASKS:
+        raise RecipeError(f"{source}: task={recipe.task!r} must be one of {', '.join(SFT_TASKS)}")
+    unknown = sorted(set(recipe.sft.mix) - set(SFT_TASKS))
+    if unknown:
+        raise RecipeError(f"{source}: sft.mix.{unknown[0]} is not an SFT task (tasks: {', '.join(SFT_TASKS)})")
+    if recipe.calibrate.posthoc not in ("isotonic", "platt", "none"):
+        raise RecipeError(f"{source}: calibrate.posthoc={recipe.calibrate.posthoc!r} must be isotonic, platt or none")
     if recipe.stage != "sft" and recipe.rewards == []:
         raise RecipeError(f"{source}: stage {recipe.stage} needs at least one entry under rewards:")
     check_trainer_keys(recipe.stage, recipe.trainer, source)

@@ -18,7 +18,7 @@ from typing import Any
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "tiny"
 QUICK = {"sft": ["trainer.max_steps=4"], "grpo": ["trainer.max_steps=2", "trainer.max_completion_length=16"],
-         "calibrate": ["trainer.max_steps=1", "trainer.max_completion_length=16", "stage_options.posthoc_samples=8"]}
+         "calibrate": ["trainer.max_steps=1", "trainer.max_completion_length=16", "calibrate.posthoc_samples=8"]}
 STAGES = ("sft", "grpo", "calibrate")
 
 
@@ -33,7 +33,7 @@ def _stage(stage: str, manifest: Path, out: Path, quick: bool) -> dict[str, Any]
     if stage != "sft":
         overrides.append(f"init_from={out / STAGES[STAGES.index(stage) - 1]}")
     if quick:
-        overrides += QUICK[stage] + ["stage_options.eval_samples=8", "stage_options.eval_max_new_tokens=32"]
+        overrides += QUICK[stage] + ["eval.samples=8", "eval.max_new_tokens=32"]
     return run_stage(load_recipe(recipe_path, overrides)) or {}
 
 

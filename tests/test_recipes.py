@@ -169,9 +169,8 @@ def test_stages_chain_through_init_from(loaded):
 def test_calibrate_options_are_the_ones_the_stage_reads(loaded):
     for path, recipe in loaded.items():
         if recipe.stage == "calibrate":
-            opts = recipe.stage_options
-            assert opts.get("posthoc") in ("isotonic", "platt", "none"), rel(path)
-            assert opts.get("posthoc_split") and opts.get("posthoc_split") != opts.get("test_split"), rel(path)
+            assert recipe.calibrate.posthoc in ("isotonic", "platt", "none"), rel(path)
+            assert recipe.calibrate.posthoc_split and recipe.calibrate.posthoc_split != recipe.eval.split, rel(path)
 
 
 @pytest.mark.parametrize("path", ACCELERATE, ids=rel)

@@ -12,7 +12,7 @@ from affectllm.config import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["trainer.per_device_train_batch_size=4", "trainer.logging_steps=1", "trainer.save_steps=100",
-        "stage_options.eval_samples=2", "stage_options.eval_max_new_tokens=8", "trainer.report_to=[]"]
+        "eval.samples=2", "eval.max_new_tokens=8", "trainer.report_to=[]"]
 
 
 def recipe(stage: str, manifest: Path, out: Path, *extra: str):
@@ -68,7 +68,7 @@ def sft_dir(emoworld, tmp_path_factory):
     from affectllm.train import sft
 
     out = tmp_path_factory.mktemp("sft")
-    sft.main(recipe("sft", emoworld, out, "trainer.max_steps=2", "stage_options.evaluate=false"))
+    sft.main(recipe("sft", emoworld, out, "trainer.max_steps=2", "eval.enabled=false"))
     return out
 
 
@@ -100,7 +100,7 @@ def test_calibrate_stage_fits_a_posthoc_map_and_reports(emoworld, sft_dir, tmp_p
 
     out = tmp_path / "cal"
     r = recipe("calibrate", emoworld, out, f"init_from={sft_dir}", "trainer.max_steps=1",
-               "trainer.max_completion_length=8", "stage_options.posthoc_samples=4", "stage_options.posthoc=isotonic")
+               "trainer.max_completion_length=8", "calibrate.posthoc_samples=4", "calibrate.posthoc=isotonic")
     report = calibrate.main(r)
     assert set(report["calibration"]) == {"before", "after", "after + post-hoc"}
     assert ConfidenceMap.load(out) is not None and (out / "reliability.png").is_file()
@@ -113,7 +113,7 @@ def _run_sft(emoworld, out, stop_at=None, resume=False):
     from affectllm.train.stage import load_stage_model
 
     r = recipe("sft", emoworld, out, "trainer.max_steps=4", "trainer.save_steps=2", "trainer.learning_rate=0.005",
-               "trainer.lr_scheduler_type=constant", "trainer.warmup_steps=0", "stage_options.evaluate=false")
+               "trainer.lr_scheduler_type=constant", "trainer.warmup_steps=0", "eval.enabled=false")
     model, processor = load_stage_model(r)
     trainer = sft.build_trainer(r, model, processor, out)
     seen: dict[int, list[str]] = {}

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["trainer.per_device_train_batch_size=2", "trainer.logging_steps=1", "trainer.save_steps=100",
-        "stage_options.evaluate=false", "trainer.report_to=[]"]
+        "eval.enabled=false", "trainer.report_to=[]"]
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
 
 

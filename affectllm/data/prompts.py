@@ -12,6 +12,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..config import SFT_TASKS, SftOptions
 from ..taxonomy.facs import au_name
 from ..types import MODALITIES, Clip
 
@@ -31,7 +32,8 @@ QUESTIONS: dict[str, str] = {
     "brief": "Name the active facial Action Units and the emotions the person feels, briefly.",
 }
 TASKS: tuple[str, ...] = tuple(QUESTIONS)
-DEFAULT_MIX: dict[str, float] = {"describe": 0.5, "ov_labels": 0.25, "single": 0.15, "au": 0.1}
+DEFAULT_MIX: dict[str, float] = SftOptions().mix
+assert TASKS == SFT_TASKS, "QUESTIONS and config.SFT_TASKS name the same tasks"
 
 
 def user_content(present: Sequence[str], transcript: str | None, question: str) -> str:

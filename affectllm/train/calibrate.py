@@ -6,7 +6,7 @@ Two complementary steps, both optional through the recipe:
    bounded Brier form, or the clipped log score; a format failure scores below every valid answer) — the same
    trainer as stage 2, with the recipe's rewards (``trainer.max_steps: 0`` skips it);
 2. post-hoc: a monotone map (isotonic or Platt) from stated to observed confidence, fitted on a held-out split
-   (``stage_options.posthoc_split``) and saved with the model as ``calibration.json``; inference applies it.
+   (``calibrate.posthoc_split``) and saved with the model as ``calibration.json``; inference applies it.
 
 The stage ends by comparing before (``init_from``) and after on the test split: ECE, Brier, AUROC, with
 reliability diagrams (``reliability.png``) and ``calibration_report.json``.
@@ -37,15 +37,14 @@ def _completions(path: str | Path, clips: list, recipe: Recipe) -> list[str]:
     model, processor = load_for_inference(path, recipe)
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     return generate_completions(model, processor, clips, store,
-                                question=QUESTIONS[recipe.stage_options.get("task", "describe")],
-                                max_new_tokens=int(recipe.stage_options.get("eval_max_new_tokens", 96)))
+                                question=QUESTIONS[recipe.task],
+                                max_new_tokens=recipe.eval.max_new_tokens)
 
 
 def main(recipe: Recipe) -> dict[str, Any]:
     """Run stage 3 top to bottom; return the before/after report."""
     out = setup_output(recipe)
-    opts = {"posthoc": "isotonic", "posthoc_split": "val", "test_split": "test", "eval_samples": 64,
-            "posthoc_samples": 128, **recipe.stage_options}
+    opts = recipe.calibrate
     if not recipe.init_from:
         raise ValueError("the calibration stage needs init_from (the GRPO or SFT output directory)")
     if int(recipe.trainer.get("max_steps", -1)) != 0:  # -1 means "train by num_train_epochs", 0 skips GRPO
@@ -57,21 +56,21 @@ def main(recipe: Recipe) -> dict[str, Any]:
         model, processor = load_for_inference(recipe.init_from, recipe)
         save_final(model, processor, out)
     conf_map = None
-    if opts["posthoc"] and opts["posthoc"] != "none":
-        held = select_clips(recipe.data.manifest, opts["posthoc_split"], opts["posthoc_samples"], recipe.seed)
+    if opts.posthoc != "none":
+        held = select_clips(recipe.data.manifest, opts.posthoc_split, opts.posthoc_samples, recipe.seed)
         conf, correct = confidence_pairs(_completions(out, held, recipe), held)
-        conf_map = ConfidenceMap.fit(conf, correct, opts["posthoc"])
+        conf_map = ConfidenceMap.fit(conf, correct, opts.posthoc)
         conf_map.save(out)
-        log.info("post-hoc %s map fitted on %d %s clips -> %s", opts["posthoc"], len(conf), opts["posthoc_split"],
+        log.info("post-hoc %s map fitted on %d %s clips -> %s", opts.posthoc, len(conf), opts.posthoc_split,
                  out / "calibration.json")
-    return compare(recipe, out, conf_map, opts)
+    return compare(recipe, out, conf_map)
 
 
-def compare(recipe: Recipe, out: Path, conf_map: ConfidenceMap | None, opts: dict[str, Any]) -> dict[str, Any]:
+def compare(recipe: Recipe, out: Path, conf_map: ConfidenceMap | None) -> dict[str, Any]:
     """Before (init_from) vs after (this stage, raw and post-hoc) on the test split; print, save, plot."""
     try:
-        test = select_clips(recipe.data.eval_manifest or recipe.data.manifest, opts["test_split"],
-                          opts["eval_samples"], recipe.seed)
+        test = select_clips(recipe.data.eval_manifest or recipe.data.manifest, recipe.eval.split,
+                            recipe.eval.samples, recipe.seed)
     except ValueError as err:
         log.info("no before/after comparison: %s", err)
         return {}
@@ -86,5 +85,5 @@ def compare(recipe: Recipe, out: Path, conf_map: ConfidenceMap | None, opts: dic
     reliability_plot(curves, out / "reliability.png")
     for name, m in report["calibration"].items():
         shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items())
-        print(f"[calibrate] {opts['test_split']} split, {name}: {shown}")
+        print(f"[calibrate] {recipe.eval.split} split, {name}: {shown}")
     return report

@@ -41,7 +41,7 @@ MEDIA_PREFIX = "affect_media_"
 class AffectGRPOTrainer(GRPOTrainer):
     """GRPO over video, audio, face and AU inputs; see the module docstring for what is overridden and why.
 
-    ``dedup_media`` (recipe ``stage_options.dedup_media``, default true) processes and encodes each clip once per
+    ``dedup_media`` (recipe ``grpo.dedup_media``, default true) processes and encodes each clip once per
     generation batch; false processes every row's media on its own (same results, G x the encoder work: a baseline
     for ``bench/grpo.py``).
     """
@@ -219,7 +219,7 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
     """The configured trainer (shared by GRPO and the calibration stage)."""
     from datasets import Dataset
 
-    question = QUESTIONS[recipe.stage_options.get("task", "describe")]
+    question = QUESTIONS[recipe.task]
     clips = select_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
     train = Dataset.from_list(grpo_rows(clips, question))
     funcs, weights = reward_functions(recipe)
@@ -235,9 +235,9 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=train,
                           processing_class=processor, clip_store=store)
-    trainer.dedup_media = bool(recipe.stage_options.get("dedup_media", True))
+    trainer.dedup_media = recipe.grpo.dedup_media
     trainer.reward_func_names = log_names([r.name for r in recipe.rewards])
-    guard = NonFiniteGuard(int(recipe.stage_options.get("max_bad_steps", 10)), trainer)
+    guard = NonFiniteGuard(recipe.max_bad_steps, trainer)
     trainer.add_callback(MetricsLogger(out))
     trainer.add_callback(guard)
     return trainer

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import Recipe
 from ..data.manifest import clip_to_row, select_clips
-from ..data.prompts import DEFAULT_MIX, QUESTIONS, choose_task
+from ..data.prompts import QUESTIONS, choose_task
 from ..inputs.collate import SftCollator
 from ..inputs.store import ClipStore
 from ..types import Clip
@@ -56,18 +56,18 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path) -> Any:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    opts = {"mix": DEFAULT_MIX, "confidence": 0.8, "max_length": 1024, **recipe.stage_options}
+    opts = recipe.sft
     train_clips = select_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
-    train = Dataset.from_list(sft_rows(train_clips, dict(opts["mix"]), recipe.seed, opts["confidence"]))
+    train = Dataset.from_list(sft_rows(train_clips, dict(opts.mix), recipe.seed, opts.confidence))
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     # with a prep feature cache (data.feature_cache) frozen towers are not run: their cached outputs are used
-    collator = _IdsCollator(processor, store, model.config.enabled_modalities(), max_length=opts["max_length"],
+    collator = _IdsCollator(processor, store, model.config.enabled_modalities(), max_length=opts.max_length,
                             model=model)
     defaults = {"logging_steps": 1, "save_strategy": "steps", "report_to": ["tensorboard"], "seed": recipe.seed,
                 "data_seed": recipe.seed}
     args = SFTConfig(output_dir=str(out), **{**defaults, **recipe.trainer}, remove_unused_columns=False,
                      dataset_kwargs={"skip_prepare_dataset": True})
-    guard = NonFiniteGuard(int(recipe.stage_options.get("max_bad_steps", 10)), collator)
+    guard = NonFiniteGuard(recipe.max_bad_steps, collator)
     trainer = SFTTrainer(model=trainable(model, recipe), args=args, train_dataset=train, data_collator=collator,
                          processing_class=processor, callbacks=[MetricsLogger(out), guard])
     trainer.affect_guard = guard

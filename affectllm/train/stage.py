@@ -115,13 +115,13 @@ def load_for_inference(path: str | Path, recipe: Recipe) -> tuple[Any, Any]:
 
 
 def evaluate_stage(recipe: Recipe, out: Path) -> dict[str, Any]:
-    """Load the stage's saved model from ``out`` and score it on ``data.eval_split`` (skipped when empty/none)."""
-    split = recipe.stage_options.get("test_split", "test")
-    if not split or recipe.stage_options.get("evaluate", True) is False:
+    """Load the stage's saved model from ``out`` and score it on ``eval.split`` (skipped when null or disabled)."""
+    split = recipe.eval.split
+    if not split or not recipe.eval.enabled:
         return {}
     try:
         clips = select_clips(recipe.data.eval_manifest or recipe.data.manifest, split,
-                           recipe.stage_options.get("eval_samples", 64), recipe.seed)
+                           recipe.eval.samples, recipe.seed)
     except ValueError as err:
         log.info("no evaluation: %s", err)
         return {}
@@ -129,9 +129,8 @@ def evaluate_stage(recipe: Recipe, out: Path) -> dict[str, Any]:
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     from ..data.prompts import QUESTIONS
 
-    task = recipe.stage_options.get("task", "describe")
-    result = evaluate(model, processor, clips, store, out / "eval", question=QUESTIONS[task],
-                      max_new_tokens=int(recipe.stage_options.get("eval_max_new_tokens", 96)))
+    result = evaluate(model, processor, clips, store, out / "eval", question=QUESTIONS[recipe.task],
+                      max_new_tokens=recipe.eval.max_new_tokens)
     shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}
     print(f"[{recipe.stage}] {split} split ({result['n']} clips): " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return result
