@@ -2,9 +2,9 @@
 
 The shapes of the things that flow through affectllm (DESIGN.md §1, §3):
 
+* :data:`MODALITY_TABLE`: one row per modality with every name it goes by.
 * :class:`Clip`: one manifest row, paths resolved.
 * :class:`DecodedClip`: what ``media/`` makes of a clip (frames, audio, face crops, AU features).
-* :class:`Sample`: a clip plus the text the model sees and should write.
 * :class:`Prediction`: what :func:`affectllm.parsing.parse_completion` makes of model text.
 """
 
@@ -13,9 +13,44 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+
+@dataclass(frozen=True)
+class Modality:
+    """Every name one modality goes by, in one row (read by the prompts, the processor, the model, the store).
+
+    Attributes:
+        name: the modality (``"video"``).
+        placeholder: its prompt token (``"<video>"``), expanded by the processor to ``media_tokens`` copies.
+        clip_attr: the :class:`DecodedClip` attribute holding its decoded media (``"frames"``).
+        processor_kwarg: the processor's keyword for a batch of it (``"videos"``).
+        model_input: the model's keyword for its processed media (``"pixel_values_videos"``).
+        feature_input: the model's keyword for cached tower outputs (``"video_features"``); None when the
+            modality has no cacheable pretrained tower (the AU encoder always trains).
+    """
+
+    name: str
+    placeholder: str
+    clip_attr: str
+    processor_kwarg: str
+    model_input: str
+    feature_input: str | None
+
+
 # The media a clip can carry, in the order their placeholders appear in a prompt (``<video><audio><face><au>``):
 # face crops and per-frame AU/landmark vectors are separate modalities with separate encoders.
-MODALITIES: tuple[str, ...] = ("video", "audio", "face", "au")
+MODALITY_TABLE: tuple[Modality, ...] = (
+    Modality("video", "<video>", "frames", "videos", "pixel_values_videos", "video_features"),  # [u, t, 3, h, w]
+    # audio_values: whisper [u, mel, n]; ssl [u, n]
+    Modality("audio", "<audio>", "audio", "audios", "audio_values", "audio_features"),
+    Modality("face", "<face>", "faces", "faces", "face_pixel_values", "face_features"),  # [u, t, 3, s, s]
+    Modality("au", "<au>", "au_features", "au_features", "au_features", None),  # [u, t, f]
+)
+MODALITY: dict[str, Modality] = {m.name: m for m in MODALITY_TABLE}
+MODALITIES: tuple[str, ...] = tuple(MODALITY)
+FUSION_PLACEHOLDER = "<fusion>"
+"""The pre-fusion token(s) the processor adds when a row has both video and audio."""
+AU_FEATURE_DIM = 353
+"""Width of the per-frame AU/landmark vector that :mod:`affectllm.media.aus` writes and the AU encoder reads."""
 
 
 @dataclass
@@ -60,19 +95,7 @@ class DecodedClip:
 
     def present(self) -> list[str]:
         """Names of the modalities this clip carries, in :data:`MODALITIES` order."""
-        has = {"video": self.frames is not None, "audio": self.audio is not None,
-               "face": self.faces is not None, "au": self.au_features is not None}
-        return [m for m in MODALITIES if has[m]]
-
-
-@dataclass
-class Sample:
-    """A training/inference example: decoded media plus prompt and (optional) target text."""
-
-    clip: DecodedClip
-    prompt: str
-    target: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+        return [m.name for m in MODALITY_TABLE if getattr(self, m.clip_attr) is not None]
 
 
 @dataclass
@@ -98,19 +121,6 @@ class Prediction:
     format_ok: bool = False
     errors: list[str] = field(default_factory=list)
     raw: str = ""
-
-
-@runtime_checkable
-class Encoder(Protocol):
-    """A media encoder (a ``torch.nn.Module`` in practice).
-
-    ``forward(inputs) -> features``: inputs are one modality's processed tensors for ``n`` clips; features are
-    ``[n, l, d]`` with ``d == hidden_size``.
-    """
-
-    hidden_size: int
-
-    def __call__(self, inputs: Any) -> Any: ...
 
 
 @runtime_checkable

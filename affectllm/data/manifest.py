@@ -30,18 +30,18 @@ Decisions (the contract was silent on these):
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import math
 import os
 import random
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from affectllm import jsonl
+from affectllm.jsonl import write_jsonl
 from affectllm.types import Clip
 
 log = logging.getLogger(__name__)
@@ -126,43 +126,12 @@ def normalize_au(code: Any) -> str | None:
 
 
 def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any, Problem | None]]:
-    """Yield ``(line_number, value, problem)`` for every non-blank line of a JSONL file.
-
-    ``value`` is the parsed JSON (None when the line could not be read, and then ``problem`` says why: bad UTF-8,
-    invalid JSON, or a torn last line with no newline, the mark of an interrupted write). Line numbers are 1-based.
-
-    Raises:
-        OSError: the file cannot be opened.
-    """
+    """:func:`affectllm.jsonl.iter_jsonl` with each unreadable line as a manifest :class:`Problem` (field
+    ``json``)."""
     path_s = str(path)
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield (
-                    number,
-                    None,
-                    Problem(
-                        number,
-                        "json",
-                        f"not UTF-8 ({err.reason} at byte {err.start})",
-                        "re-save the file as UTF-8",
-                        path=path_s,
-                    ),
-                )
-                continue
-            try:
-                yield number, json.loads(text), None
-            except json.JSONDecodeError as err:
-                torn = not raw.endswith(b"\n")
-                msg = "torn last line (no newline): the write was interrupted" if torn else f"invalid JSON: {err.msg}"
-                hint = "re-run the step that wrote it, or delete this line" if torn else f"fix column {err.colno}"
-                yield number, None, Problem(number, "json", msg, hint, path=path_s)
+    for number, value, error in jsonl.iter_jsonl(path):
+        problem = None if error is None else Problem(number, "json", error.message, error.hint, path=path_s)
+        yield number, value, problem
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> tuple[list[tuple[int, Any]], list[Problem]]:
@@ -406,30 +375,6 @@ def clip_to_row(clip: Clip, base_dir: str | os.PathLike[str] | None = None) -> d
         "source": clip.source,
     }
     return {**{k: v for k, v in core.items() if v is not None}, **row}
-
-
-def write_jsonl(rows: Iterable[Any], path: str | os.PathLike[str]) -> int:
-    """Write JSON values one a line, atomically (temp file in the same folder, fsync, ``os.replace``).
-
-    Returns:
-        The number of lines written.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                count += 1
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return count
 
 
 def write_manifest(rows: Iterable[dict[str, Any] | Clip], path: str | os.PathLike[str], validate: bool = True) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import SFT_TASKS, SftOptions
 from ..taxonomy.facs import au_name
-from ..types import MODALITIES, Clip
+from ..types import MODALITY_TABLE, Clip
 
 SYSTEM_PROMPT = (
     "You are an expert in human emotion. You watch a clip (video frames, the face, the voice and what is said) "
@@ -38,7 +38,7 @@ assert TASKS == SFT_TASKS, "QUESTIONS and config.SFT_TASKS name the same tasks"
 
 def user_content(present: Sequence[str], transcript: str | None, question: str) -> str:
     """The user turn: media placeholders of the present modalities, the transcript, the question."""
-    prefix = "".join(f"<{m}>" for m in MODALITIES if m in present)
+    prefix = "".join(m.placeholder for m in MODALITY_TABLE if m.name in present)
     said = f'The person says: "{transcript.strip()}"\n' if transcript and transcript.strip() else ""
     return f"{prefix}\n{said}{question}" if prefix else f"{said}{question}"
 

@@ -57,6 +57,7 @@ def clip_id(index: int) -> str:
 
 
 def _atomic(path: Path, write: Callable[[str], None]) -> None:
+    # the mp4/wav writers take a path, not an open file (jsonl.atomic_write): a temp name, then os.replace
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     write(str(tmp))
     os.replace(tmp, path)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..jsonl import write_text
 
 FILE = "calibration.json"
 METHODS = ("isotonic", "platt")
@@ -69,9 +70,7 @@ class ConfidenceMap:
     def save(self, model_dir: str | Path) -> Path:
         """Write ``calibration.json`` atomically into ``model_dir``."""
         path = Path(model_dir) / FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
+        write_text(path, json.dumps(asdict(self), indent=2))
         return path
 
     @classmethod

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..data.prompts import QUESTIONS
-from ..inputs.collate import media_kwargs, present_modalities, prompt_text
+from ..inputs.collate import build_prompt_inputs
 from ..inputs.store import ClipStore
 from ..metrics import au_f1, auroc, brier, ew_sample_f, ew_scores, expected_calibration_error, hit_rate
 from ..parsing import parse_completion
@@ -27,11 +27,7 @@ def generate_completions(model: Any, processor: Any, clips: Sequence[Clip], stor
     out: list[str] = []
     for start in range(0, len(clips), batch_size):
         chunk = list(clips[start:start + batch_size])
-        decoded = [store.get(c) for c in chunk]
-        present = [present_modalities(d, allowed) for d in decoded]
-        texts = [prompt_text(processor, p, c.transcript, question) for p, c in zip(present, chunk)]
-        inputs = processor(texts, clip_ids=[c.id for c in chunk], **media_kwargs(decoded, present))
-        inputs = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in inputs.items()}
+        inputs = build_prompt_inputs(processor, store, chunk, [question] * len(chunk), allowed).inputs.to(model.device)
         ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample)
         out += processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     return out

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..data.manifest import row_to_clip
 from ..data.prompts import messages
-from ..types import DecodedClip
+from ..types import MODALITY_TABLE, Clip, DecodedClip
 from .store import ClipStore
 
 log = logging.getLogger(__name__)
-MEDIA_ARGS = {"video": "videos", "audio": "audios", "face": "faces", "au": "au_features"}
 IGNORE_INDEX = -100
 
 
@@ -28,15 +28,61 @@ def present_modalities(decoded: DecodedClip, allowed: Sequence[str]) -> list[str
 
 def media_kwargs(decoded: Sequence[DecodedClip], present: Sequence[Sequence[str]]) -> dict[str, list]:
     """Processor keyword arguments (``videos=[...]`` etc.) for rows with the given present modalities."""
-    attr = {"video": "frames", "audio": "audio", "face": "faces", "au": "au_features"}
-    return {MEDIA_ARGS[m]: [getattr(d, attr[m]) if m in p else None for d, p in zip(decoded, present)]
-            for m in MEDIA_ARGS}
+    return {m.processor_kwarg: [getattr(d, m.clip_attr) if m.name in p else None for d, p in zip(decoded, present)]
+            for m in MODALITY_TABLE}
 
 
 def prompt_text(processor: Any, present: Sequence[str], transcript: str | None, question: str) -> str:
     """The chat-templated prompt (system + user, generation prompt added) for a clip with ``present`` media."""
     return processor.apply_chat_template(messages(present, transcript, question=question), add_generation_prompt=True,
                                          tokenize=False)
+
+
+@dataclass
+class PromptBatch:
+    """What :func:`build_prompt_inputs` makes of a batch of clips.
+
+    Attributes:
+        texts: the chat-templated prompt per row (placeholders of the modalities the row has).
+        present: per row, the modalities it carries that the model takes.
+        decoded: per row, the decoded clip.
+        inputs: the processor's output (``input_ids``, ``attention_mask``, media tensors), or None when
+            ``process=False``.
+    """
+
+    texts: list[str]
+    present: list[list[str]]
+    decoded: list[DecodedClip]
+    inputs: Any = None
+
+
+def build_prompt_inputs(processor: Any, store: ClipStore, clips: Sequence[Clip], questions: Sequence[str],
+                        modalities: Sequence[str], dedup: bool = True, process: bool = True,
+                        **processor_kwargs: Any) -> PromptBatch:
+    """The one path from clips to model inputs (SFT, GRPO, evaluation and inference all use it): decode (or read
+    from the prep folder), keep the modalities the model takes, build each prompt with the training prompts, and
+    run the processor over the batch (``clip_ids`` when ``dedup``, so rows sharing a clip encode it once).
+
+    Args:
+        processor: the model's processor.
+        store: where the clips' media come from.
+        clips: the batch's clips.
+        questions: per row, the user question.
+        modalities: the modalities the model takes (``model.config.enabled_modalities()``).
+        dedup: pass ``clip_ids`` to the processor.
+        process: run the processor (False: texts and media only, for callers that process themselves).
+        processor_kwargs: passed to the processor (``padding=False``, ``encoder_features=...``).
+    """
+    if len(questions) != len(clips):
+        raise ValueError(f"{len(questions)} questions for {len(clips)} clips")
+    decoded = [store.get(c) for c in clips]
+    present = [present_modalities(d, modalities) for d in decoded]
+    texts = [prompt_text(processor, p, c.transcript, q) for p, c, q in zip(present, clips, questions)]
+    batch = PromptBatch(texts=texts, present=present, decoded=decoded)
+    if process:
+        ids = [c.id for c in clips] if dedup else None
+        batch.inputs = processor(texts, clip_ids=ids, **media_kwargs(decoded, present), **processor_kwargs)
+    return batch
 
 
 class SftCollator:
@@ -106,12 +152,10 @@ class SftCollator:
         import torch
 
         clips = [row_to_clip(r["clip"], "") if isinstance(r["clip"], dict) else r["clip"] for r in rows]
-        decoded = [self.store.get(c) for c in clips]
-        present = [present_modalities(d, self.modalities) for d in decoded]
-        prompts = [prompt_text(self.processor, p, c.transcript, r["question"])
-                   for r, p, c in zip(rows, present, clips)]
+        built = build_prompt_inputs(self.processor, self.store, clips, [r["question"] for r in rows], self.modalities,
+                                    process=False)
         ids = [c.id for c in clips]
-        enc = self._process(prompts, ids, decoded, present, self.cached_media(ids, present))
+        enc = self._process(built.texts, ids, built.decoded, built.present, self.cached_media(ids, built.present))
         tok = self.processor.tokenizer
         seqs, labels = [], []
         for prompt_ids, row in zip(enc["input_ids"], rows):

@@ -23,13 +23,13 @@ import torch
 
 from ..model.configuration import MEDIA_INPUT_NAMES
 from ..model.processor import media_prefix
-from ..types import DecodedClip
+from ..types import MODALITY, MODALITY_TABLE, DecodedClip
 
 # Modalities whose encoder is a pretrained tower (frozen by default): the ones the cache holds.
-TOWER_MODALITIES: tuple[str, ...] = ("video", "audio", "face")
+TOWER_MODALITIES: tuple[str, ...] = tuple(m.name for m in MODALITY_TABLE if m.feature_input)
 # DecodedClip attribute and processor keyword argument per cached modality.
-CLIP_ATTRS: dict[str, str] = {"video": "frames", "audio": "audio", "face": "faces"}
-PROCESSOR_ARGS: dict[str, str] = {"video": "videos", "audio": "audios", "face": "faces"}
+CLIP_ATTRS: dict[str, str] = {m: MODALITY[m].clip_attr for m in TOWER_MODALITIES}
+PROCESSOR_ARGS: dict[str, str] = {m: MODALITY[m].processor_kwarg for m in TOWER_MODALITIES}
 # Values sampled per parameter tensor for the fingerprint (evenly spaced over the flattened tensor).
 SAMPLED_VALUES = 16
 # Processor settings that do not change the pixels/features the towers see (bookkeeping names).

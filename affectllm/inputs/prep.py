@@ -36,6 +36,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..data.manifest import read_manifest
+from ..jsonl import atomic_write, write_jsonl
 from ..media.decode import DecodeConfig, MediaError
 from ..media.sampling import SamplingConfig
 from ..types import Clip, DecodedClip
@@ -73,12 +74,8 @@ def safe_name(clip_id: str) -> str:
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
+    with atomic_write(path, "wb") as fh:
         np.savez(fh, **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 _ANALYZER: Any = None
@@ -197,9 +194,7 @@ def load_done(path: Path, drop_errors: bool = False) -> dict[str, dict[str, Any]
             os.fsync(fh.fileno())
     if drop_errors and any(r.get("error") for r in done.values()):
         done = {k: r for k, r in done.items() if not r.get("error")}
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values()), encoding="utf-8")
-        os.replace(tmp, path)
+        write_jsonl(done.values(), path)
     return done
 
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..types import AU_FEATURE_DIM
+
 AU_CODES: tuple[str, ...] = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU9", "AU12", "AU15", "AU20", "AU25", "AU26")
 AU_NAMES: dict[str, str] = {
     "AU1": "inner brow raiser",
@@ -297,6 +299,7 @@ for _name, _width in (
     FEATURE_LAYOUT[_name] = (_start, _start + _width)
     _start += _width
 FEATURE_DIM: int = _start
+assert FEATURE_DIM == AU_FEATURE_DIM, f"the AU vector is {FEATURE_DIM} wide, types.AU_FEATURE_DIM {AU_FEATURE_DIM}"
 
 
 def au_features(landmarks: np.ndarray, result: AUResult | None = None) -> np.ndarray:

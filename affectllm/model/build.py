@@ -33,7 +33,7 @@ from transformers import (
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from ..config import ModelConfig, load_model_config
-from ..media.aus import FEATURE_DIM
+from ..types import AU_FEATURE_DIM
 from .configuration import MEDIA_TOKENS, AffectLlmConfig
 from .encoders import SslAudioEncoder, VisionTower, WhisperAudioEncoder
 from .modeling import AffectLlmForConditionalGeneration
@@ -52,7 +52,7 @@ TINY_AUDIO_SECONDS = 4
 TINY_AUDIO = dict(model_type="whisper", d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
                   decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=80,
                   max_source_positions=TINY_AUDIO_SECONDS * 50, max_target_positions=16)
-TINY_AU_DIM = FEATURE_DIM  # the per-frame AU/landmark vector of affectllm.media.aus
+TINY_AU_DIM = AU_FEATURE_DIM  # the per-frame AU/landmark vector of affectllm.media.aus
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(llm=BUILTIN_TINY, vision=BUILTIN_TINY, audio=BUILTIN_TINY, face=BUILTIN_TINY,
@@ -107,7 +107,7 @@ def ensure_smollm2() -> Path:
     tok.save_pretrained(tmp)
     if not (target / "config.json").is_file():  # another process may have won the race
         shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        os.replace(tmp, target)  # a folder: jsonl.atomic_write is for files
     else:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

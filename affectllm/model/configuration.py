@@ -5,27 +5,16 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from ..types import MODALITIES
+from ..types import FUSION_PLACEHOLDER, MODALITIES, MODALITY_TABLE
 
+# Views of types.MODALITY_TABLE (the one table of per-modality names) that the model code indexes by modality.
 # Placeholder strings the processor expands; order is the order media appear in a prompt.
-MEDIA_TOKENS: dict[str, str] = {
-    "video": "<video>",
-    "audio": "<audio>",
-    "face": "<face>",
-    "au": "<au>",
-    "fusion": "<fusion>",
-}
-# Modalities fed by an encoder (fusion is derived from video + audio inside the model).
+MEDIA_TOKENS: dict[str, str] = {**{m.name: m.placeholder for m in MODALITY_TABLE}, "fusion": FUSION_PLACEHOLDER}
 ENCODED_MODALITIES: tuple[str, ...] = MODALITIES
 # Names of the processed-media keyword arguments of `forward`, per modality.
-MEDIA_INPUT_NAMES: dict[str, str] = {
-    "video": "pixel_values_videos",  # [u, t, 3, h, w]
-    "audio": "audio_values",  # whisper: [u, mel, frames]; hubert/wavlm: [u, samples]
-    "face": "face_pixel_values",  # [u, t, 3, s, s]
-    "au": "au_features",  # [u, t, f]
-}
-# Precomputed (cached) raw encoder outputs, one keyword per tower: ``[u, l, d]`` (same as ``media_features[m]``).
-FEATURE_INPUT_NAMES: dict[str, str] = {"video": "video_features", "audio": "audio_features", "face": "face_features"}
+MEDIA_INPUT_NAMES: dict[str, str] = {m.name: m.model_input for m in MODALITY_TABLE}
+# Precomputed (cached) raw encoder outputs, one keyword per tower: ``[u, l, d]``.
+FEATURE_INPUT_NAMES: dict[str, str] = {m.name: m.feature_input for m in MODALITY_TABLE if m.feature_input}
 
 
 class AffectLlmConfig(PreTrainedConfig):

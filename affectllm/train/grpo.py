@@ -25,7 +25,7 @@ from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 from ..config import Recipe
 from ..data.manifest import clip_to_row, row_to_clip, select_clips
 from ..data.prompts import QUESTIONS, messages, reward_columns
-from ..inputs.collate import media_kwargs, present_modalities, prompt_text
+from ..inputs.collate import build_prompt_inputs
 from ..inputs.store import ClipStore
 from ..model.configuration import FEATURE_INPUT_NAMES, MEDIA_INPUT_NAMES
 from ..parsing import completion_text, parse_completion
@@ -70,12 +70,9 @@ class AffectGRPOTrainer(GRPOTrainer):
         self.last_ids = [c.id for c in clips]
         policy = self._policy()
         allowed = policy.config.enabled_modalities()
-        decoded = [self.clip_store.get(c) for c in clips]
-        present = [present_modalities(d, allowed) for d in decoded]
-        texts = [prompt_text(self.processing_class, p, c.transcript, r["question"])
-                 for p, c, r in zip(present, clips, rows)]
-        clip_ids = [c.id for c in clips] if self.dedup_media else None
-        enc = self.processing_class(texts, clip_ids=clip_ids, **media_kwargs(decoded, present))
+        built = build_prompt_inputs(self.processing_class, self.clip_store, clips, [r["question"] for r in rows],
+                                    allowed, dedup=self.dedup_media)
+        enc, present = built.inputs, built.present
         prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
         fields = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
         fields = self._encode_frozen(policy, fields)

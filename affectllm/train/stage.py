@@ -4,7 +4,6 @@ evaluate. The stages (sft, grpo, calibrate) import this module; only :mod:`affec
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from ..data.manifest import select_clips
 from ..evaluation.report import plot_curves
 from ..evaluation.runner import evaluate
 from ..inputs.store import ClipStore
+from ..jsonl import write_text
 
 log = logging.getLogger("affectllm.train")
 
@@ -38,9 +38,7 @@ def setup_output(recipe: Recipe) -> Path:
     """Create the output directory and save the resolved recipe there (``recipe.yaml``)."""
     out = Path(recipe.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".recipe.yaml.tmp"
-    tmp.write_text(recipe_to_yaml(recipe))
-    os.replace(tmp, out / "recipe.yaml")
+    write_text(out / "recipe.yaml", recipe_to_yaml(recipe))
     return out
 
 
