@@ -76,9 +76,7 @@ class Registry:
 
 
 ENCODERS = Registry("encoders")
-PROJECTORS = Registry("projectors")
 POOLERS = Registry("poolers")
 DATASETS = Registry("datasets")
 REWARDS = Registry("rewards")
 METRICS = Registry("metrics")
-TASKS = Registry("tasks")

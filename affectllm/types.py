@@ -26,6 +26,8 @@ class Modality:
         model_input: the model's keyword for its processed media (``"pixel_values_videos"``).
         feature_input: the model's keyword for cached tower outputs (``"video_features"``); None when the
             modality has no cacheable pretrained tower (the AU encoder always trains).
+        mask_input: the model's keyword for a padding mask over ``model_input`` (``"audio_attention_mask"``:
+            waveforms of different lengths are padded per batch); None when the processor never pads it.
     """
 
     name: str
@@ -34,14 +36,15 @@ class Modality:
     processor_kwarg: str
     model_input: str
     feature_input: str | None
+    mask_input: str | None = None
 
 
 # The media a clip can carry, in the order their placeholders appear in a prompt (``<video><audio><face><au>``):
 # face crops and per-frame AU/landmark vectors are separate modalities with separate encoders.
 MODALITY_TABLE: tuple[Modality, ...] = (
     Modality("video", "<video>", "frames", "videos", "pixel_values_videos", "video_features"),  # [u, t, 3, h, w]
-    # audio_values: whisper [u, mel, n]; ssl [u, n]
-    Modality("audio", "<audio>", "audio", "audios", "audio_values", "audio_features"),
+    # audio_values: whisper [u, mel, n]; ssl [u, n] with audio_attention_mask [u, n] (1 = a real sample)
+    Modality("audio", "<audio>", "audio", "audios", "audio_values", "audio_features", "audio_attention_mask"),
     Modality("face", "<face>", "faces", "faces", "face_pixel_values", "face_features"),  # [u, t, 3, s, s]
     Modality("au", "<au>", "au_features", "au_features", "au_features", None),  # [u, t, f]
 )
@@ -49,6 +52,8 @@ MODALITY: dict[str, Modality] = {m.name: m for m in MODALITY_TABLE}
 MODALITIES: tuple[str, ...] = tuple(MODALITY)
 FUSION_PLACEHOLDER = "<fusion>"
 """The pre-fusion token(s) the processor adds when a row has both video and audio."""
+DEFAULT_MEDIA_TOKENS: dict[str, int] = {**{m.name: 8 for m in MODALITY_TABLE}, "fusion": 1}
+"""LLM tokens per clip and modality (the pooler's output length) when a model config names none."""
 AU_FEATURE_DIM = 353
 """Width of the per-frame AU/landmark vector that :mod:`affectllm.media.aus` writes and the AU encoder reads."""
 

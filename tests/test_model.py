@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from affectllm.model import MEDIA_TOKENS, media_prefix
-from affectllm.model.configuration import ENCODED_MODALITIES, MEDIA_INPUT_NAMES
+from affectllm.model.configuration import MEDIA_INPUT_NAMES
+from affectllm.types import MODALITIES as ENCODED_MODALITIES
 
 ARG = {"video": "videos", "audio": "audios", "face": "faces", "au": "au_features"}
 
@@ -130,11 +131,12 @@ def test_deduplicated_media_equal_per_row_media_with_fewer_encoder_calls(tiny, m
 def test_cached_encoder_features_give_identical_logits(tiny, media):
     model, processor = tiny
     inputs = batch(processor, media, [list(ENCODED_MODALITIES), ["video"]])
-    cached = {m: model.encode_media(m, inputs[MEDIA_INPUT_NAMES[m]]) for m in ENCODED_MODALITIES}
+    cached = {m: model.encode_media(m, inputs[MEDIA_INPUT_NAMES[m]]) for m in ("video", "audio", "face")}
     text_only = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
     with torch.no_grad():
         live = model(**inputs).logits
-        from_cache = model(**text_only, media_features=cached).logits
+        from_cache = model(**text_only, **{f"{m}_features": cached[m] for m in ("video", "audio", "face")},
+                           au_features=inputs["au_features"]).logits
     assert torch.equal(live, from_cache)
 
 
@@ -321,3 +323,97 @@ def test_processor_takes_cached_encoder_features_in_place_of_media(tiny, media):
         processor(texts, videos=[media["video"]] * 2, encoder_features={"video": [feats[0], feats[1]]})
     with pytest.raises(ValueError, match="audio encoder features of different lengths"):
         processor([prompt(processor, ["audio"])] * 2, encoder_features={"audio": [feats[0], feats[0][:2]]})
+
+
+def _ssl_model(tmp_path, model_type: str, norm: str):
+    """The tiny preset with a small random HuBERT/WavLM audio tower saved to a folder (no download): default dropout,
+    LayerDrop and SpecAugment, frozen towers, LLM trained."""
+    from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor
+
+    from affectllm.config import ModelConfig
+    from affectllm.model.build import build_model
+    from affectllm.model.trainable import apply_trainable_policy
+
+    config = AutoConfig.for_model(model_type, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, conv_dim=(32,) * 7, num_conv_pos_embeddings=16,
+                                  num_conv_pos_embedding_groups=2, feat_extract_norm=norm,
+                                  do_stable_layer_norm=norm == "layer")
+    assert config.layerdrop > 0 and config.hidden_dropout > 0 and config.mask_time_prob > 0
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(tmp_path / model_type)
+    Wav2Vec2FeatureExtractor(return_attention_mask=norm == "layer").save_pretrained(tmp_path / model_type)
+    model, processor = build_model(ModelConfig(audio=str(tmp_path / model_type), prefusion=False))
+    apply_trainable_policy(model, llm_mode="full", train_encoders=False)
+    return model, processor
+
+
+@pytest.mark.parametrize(("model_type", "norm"), [("hubert", "group"), ("wavlm", "layer")])
+def test_ssl_audio_clip_encodes_the_same_alone_and_in_a_batch_while_training(tmp_path, media, model_type, norm):
+    """Frozen waveform towers stay in eval mode under model.train() (no dropout/LayerDrop/SpecAugment), and a
+    padded batch carries its mask: a short clip's features and tokens do not depend on a longer batch mate."""
+    model, processor = _ssl_model(tmp_path, model_type, norm)
+    model.train()  # what the Trainer does before every step
+    assert not model.encoders["audio"].training and model.projectors["audio"].training
+    short, long = media["audio"][:16000], media["audio"]
+    text = prompt(processor, ["audio"])
+    alone = processor([text], audios=[short])
+    both = processor([text, text], audios=[short, long])
+    assert both["audio_attention_mask"].sum(-1).tolist() == [16000, 32000]
+    feats_alone = model.encode_media("audio", alone["audio_values"], alone["audio_attention_mask"])
+    feats_both = model.encode_media("audio", both["audio_values"], both["audio_attention_mask"])
+    n = feats_alone.shape[1]
+    assert feats_both.shape[1] > n and torch.count_nonzero(feats_both[0, n:]) == 0  # padding frames are zeros
+    torch.testing.assert_close(feats_both[0, :n], feats_alone[0], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        logits_alone = model(**alone).logits[0]
+        logits_both = model(**both).logits[0]
+    torch.testing.assert_close(logits_both, logits_alone, rtol=1e-5, atol=1e-5)
+
+
+def test_trainable_tower_follows_train_mode_and_frozen_tower_does_not(tmp_path):
+    from affectllm.model.trainable import apply_trainable_policy
+
+    model, _ = _ssl_model(tmp_path, "hubert", "group")
+    model.train()
+    assert not any(model.encoders[m].training for m in ("video", "audio", "face"))
+    apply_trainable_policy(model, llm_mode="frozen", train_encoders=True)
+    model.train()
+    assert all(model.encoders[m].training for m in ("video", "audio", "face"))
+    model.eval()
+    assert not model.encoders["audio"].training
+
+
+def test_prefusion_is_the_attention_pooler_over_the_concatenated_streams(tiny):
+    from affectllm.model.pooling import AttentionPooler
+
+    model, _ = tiny
+    fusion = model.prefusion
+    keys = set(fusion.state_dict())
+    assert keys == {"queries", "attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight",
+                    "attn.out_proj.bias", "norm.weight", "norm.bias"}  # saved models keep loading
+    pooler = AttentionPooler(fusion.queries.shape[1], fusion.queries.shape[0])
+    pooler.load_state_dict(fusion.state_dict())
+    pooler.eval()
+    torch.manual_seed(0)
+    video, audio = torch.randn(3, 4, pooler.queries.shape[1]), torch.randn(3, 5, pooler.queries.shape[1])
+    with torch.no_grad():
+        q = fusion.queries.unsqueeze(0).expand(3, -1, -1)
+        context = torch.cat([video, audio], dim=1)
+        by_hand = fusion.norm(fusion.attn(q, context, context, need_weights=False)[0] + q)
+        torch.testing.assert_close(fusion(video, audio), by_hand, rtol=0, atol=1e-6)
+        torch.testing.assert_close(fusion(video, audio), pooler(context), rtol=0, atol=0)
+
+
+def test_presets_are_functions_and_recipe_fields_overlay_them():
+    from affectllm.config import ModelConfig
+    from affectllm.model.build import PRESETS, resolve, smollm2_135m, tiny
+
+    assert set(PRESETS) == {"tiny", "smollm2-135m"}
+    assert smollm2_135m().vision == tiny().vision and smollm2_135m().llm != tiny().llm
+    r = resolve(ModelConfig(preset="tiny", media_tokens={"video": 2}, prefusion=False, audio="none"))
+    assert r.media_tokens == {"video": 2, "audio": 4, "face": 4, "au": 4, "fusion": 1}
+    assert r.prefusion is False and r.audio == "none" and r.face == tiny().face
+    bare = ModelConfig(preset=None, llm="some/llm")
+    assert resolve(bare) is bare
+    with pytest.raises(ValueError, match="unknown; known presets: tiny, smollm2-135m"):
+        resolve(ModelConfig(preset="huge"))

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import is_peft_model
 
 from ..model.configuration import MEDIA_INPUT_NAMES
 from ..model.processor import media_prefix
@@ -38,7 +39,7 @@ _IGNORED_SETTINGS = ("processor_class", "image_processor_type", "feature_extract
 
 def _base(model: Any) -> Any:
     """The AffectLlm model under a PEFT wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    return model.get_base_model() if is_peft_model(model) else model
 
 
 def tower_modalities(model: Any) -> list[str]:

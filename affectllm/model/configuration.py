@@ -5,16 +5,17 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from ..types import FUSION_PLACEHOLDER, MODALITIES, MODALITY_TABLE
+from ..types import DEFAULT_MEDIA_TOKENS, FUSION_PLACEHOLDER, MODALITIES, MODALITY_TABLE
 
 # Views of types.MODALITY_TABLE (the one table of per-modality names) that the model code indexes by modality.
 # Placeholder strings the processor expands; order is the order media appear in a prompt.
 MEDIA_TOKENS: dict[str, str] = {**{m.name: m.placeholder for m in MODALITY_TABLE}, "fusion": FUSION_PLACEHOLDER}
-ENCODED_MODALITIES: tuple[str, ...] = MODALITIES
 # Names of the processed-media keyword arguments of `forward`, per modality.
 MEDIA_INPUT_NAMES: dict[str, str] = {m.name: m.model_input for m in MODALITY_TABLE}
 # Precomputed (cached) raw encoder outputs, one keyword per tower: ``[u, l, d]``.
 FEATURE_INPUT_NAMES: dict[str, str] = {m.name: m.feature_input for m in MODALITY_TABLE if m.feature_input}
+# Padding masks over processed media, for the modalities the processor pads per batch (SSL waveforms).
+MASK_INPUT_NAMES: dict[str, str] = {m.name: m.mask_input for m in MODALITY_TABLE if m.mask_input}
 
 
 class AffectLlmConfig(PreTrainedConfig):
@@ -31,7 +32,6 @@ class AffectLlmConfig(PreTrainedConfig):
         projector_depth: MLP depth of each projector (1 = linear).
         prefusion: add an AffectGPT-style pre-fusion block: learned queries attend over a clip's projected video
             and audio tokens and give `media_tokens["fusion"]` extra tokens (only for clips with both).
-        freeze_encoders: default trainable policy for the encoders (frozen encoders run under no_grad).
         media_token_ids: token id of each placeholder string in the tokenizer (set by the builder).
     """
 
@@ -53,22 +53,22 @@ class AffectLlmConfig(PreTrainedConfig):
     projector_depth: int = 2
     projector_hidden_act: str = "gelu"
     prefusion: bool = False
-    freeze_encoders: bool = True
     media_token_ids: dict | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        self.media_tokens = {"video": 8, "audio": 8, "face": 8, "au": 8, "fusion": 1, **(self.media_tokens or {})}
-        self.pooling = {m: "mean" for m in ENCODED_MODALITIES} | (self.pooling or {})
+        self.media_tokens = {**DEFAULT_MEDIA_TOKENS, **(self.media_tokens or {})}
+        self.pooling = {m: "mean" for m in MODALITIES} | (self.pooling or {})
         self.media_token_ids = dict(self.media_token_ids or {})
         # The LLM's own tying decides; the composite must not force it on or off.
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
 
     @property
     def image_token_id(self) -> int | None:
-        """TRL's GRPO trainer suppresses this token when sampling; here it is the video placeholder (all media
-        placeholders are suppressed through the generation config as well)."""
+        """A TRL shim: trl==1.16.0 trl/trainer/grpo_trainer.py:1170 reads ``model.config.image_token_id`` for
+        every processor-based model (to suppress it when sampling), so it must exist; here it is the video
+        placeholder (all media placeholders are suppressed through the generation config as well)."""
         return self.media_token_ids.get("video")
 
     def encoder_config(self, modality: str) -> PreTrainedConfig | None:

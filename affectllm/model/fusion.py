@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+
+from .pooling import AttentionPooler
 
 
 def scatter_media(inputs_embeds: torch.Tensor, input_ids: torch.Tensor, token_id: int, features: torch.Tensor,
@@ -38,22 +39,13 @@ def rows_with(input_ids: torch.Tensor, token_id: int) -> torch.Tensor:
     return (input_ids == token_id).any(dim=1).nonzero(as_tuple=True)[0]
 
 
-class PreFusion(nn.Module):
+class PreFusion(AttentionPooler):
     """AffectGPT-style pre-fusion: ``k`` learned queries attend jointly over a clip's video and audio tokens.
 
-    It gives the LLM tokens where the two streams are already mixed, before any language reasoning.
+    It gives the LLM tokens where the two streams are already mixed, before any language reasoning. It is the
+    attention pooler applied to the concatenated streams (same parameters and state-dict keys).
     """
 
-    def __init__(self, dim: int, num_tokens: int) -> None:
-        super().__init__()
-        heads = next(h for h in (8, 4, 2, 1) if dim % h == 0)
-        self.queries = nn.Parameter(torch.zeros(num_tokens, dim))
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """``video [r, kv, D]``, ``audio [r, ka, D]`` -> ``[r, k, D]``."""
-        context = torch.cat([video, audio], dim=1)  # [r, kv+ka, D]
-        q = self.queries.unsqueeze(0).expand(context.shape[0], -1, -1).to(context.dtype)
-        out, _ = self.attn(q, context, context, need_weights=False)
-        return self.norm(out + q)
+        return super().forward(torch.cat([video, audio], dim=1))  # [r, kv+ka, D] -> [r, k, D]

@@ -16,9 +16,11 @@ import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .configuration import ENCODED_MODALITIES, FEATURE_INPUT_NAMES, MEDIA_INPUT_NAMES, AffectLlmConfig
+from ..types import MODALITIES
+from .configuration import FEATURE_INPUT_NAMES, MASK_INPUT_NAMES, MEDIA_INPUT_NAMES, AffectLlmConfig
 from .encoders import build_encoder
 from .encoders.face import AuEncoder
 from .fusion import PreFusion, rows_with, scatter_media
@@ -29,8 +31,8 @@ from .projector import MlpProjector
 MEDIA_KWARGS: tuple[str, ...] = (
     *MEDIA_INPUT_NAMES.values(),
     *FEATURE_INPUT_NAMES.values(),
-    *(f"{m}_index" for m in ENCODED_MODALITIES),
-    "media_features",
+    *MASK_INPUT_NAMES.values(),
+    *(f"{m}_index" for m in MODALITIES),
 )
 
 
@@ -48,7 +50,7 @@ class AffectLlmPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if isinstance(module, (AttentionPooler, PreFusion)):
+        if isinstance(module, AttentionPooler):  # PreFusion included
             init.normal_(module.queries, mean=0.0, std=0.02)
 
 
@@ -95,35 +97,53 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
         self.language_model.set_input_embeddings(value)
 
     # -- media ----------------------------------------------------------------------------------------------------
-    def encode_media(self, modality: str, values: torch.Tensor) -> torch.Tensor:
+    def encode_media(self, modality: str, values: torch.Tensor,
+                     attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Raw encoder output for ``u`` unique clips: ``values`` (see MEDIA_INPUT_NAMES) -> ``[u, l, d]``.
 
         Frozen encoders run under ``no_grad``; their outputs are what the feature cache stores (pooling and
-        projection come after, because they train).
+        projection come after, because they train). ``attention_mask`` ``[u, n]`` marks the real samples of
+        padded waveforms (``audio_attention_mask``); frames past a clip's length come out as zeros.
         """
         encoder = self.encoders[modality]
+        extra = {} if attention_mask is None else {"attention_mask": attention_mask}
         if any(p.requires_grad for p in encoder.parameters()):
-            return encoder(values)
+            return encoder(values, **extra)
         with torch.no_grad():
-            return encoder(values)
+            return encoder(values, **extra)
 
-    def project_media(self, modality: str, features: torch.Tensor) -> torch.Tensor:
-        """Pool and project encoder output: ``[u, l, d]`` -> ``[u, k, D]`` (D = LLM hidden size)."""
-        pooled = self.poolers[modality](features.to(self.projectors[modality].net[0].weight.dtype))
+    def feature_lengths(self, modality: str, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """Valid encoder frames per clip ``[u]`` given a padding mask over the input (None: all frames valid)."""
+        if attention_mask is None:
+            return None
+        return self.encoders[modality].output_lengths(attention_mask)
+
+    def project_media(self, modality: str, features: torch.Tensor,
+                      lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Pool and project encoder output: ``[u, l, d]`` -> ``[u, k, D]`` (D = LLM hidden size).
+
+        With ``lengths`` ``[u]`` each clip is pooled over its own valid frames only, so padding added for its
+        batch mates never reaches its tokens.
+        """
+        pooler = self.poolers[modality]
+        features = features.to(self.projectors[modality].net[0].weight.dtype)
+        if lengths is None:
+            pooled = pooler(features)
+        else:
+            pooled = torch.cat([pooler(f[None, :n]) for f, n in zip(features, lengths.tolist())])
         return self.projectors[modality](pooled)
 
     def _media_rows(self, modality: str, media: dict[str, Any]) -> torch.Tensor | None:
         """Projected features per placeholder run for one modality, ``[r, k, D]``, or None if none given."""
-        cached = (media.get("media_features") or {}).get(modality)
-        if cached is None and modality in FEATURE_INPUT_NAMES:
-            cached = media.get(FEATURE_INPUT_NAMES[modality])
+        cached = media.get(FEATURE_INPUT_NAMES.get(modality, ""))
         values = media.get(MEDIA_INPUT_NAMES[modality])
         if cached is None and values is None:
             return None
         if modality not in self.encoders:
             raise ValueError(f"{modality} inputs given but this model has no {modality} encoder")
-        features = cached if cached is not None else self.encode_media(modality, values)
-        projected = self.project_media(modality, features)  # [u, k, D]
+        mask = media.get(MASK_INPUT_NAMES.get(modality, ""))
+        features = cached if cached is not None else self.encode_media(modality, values, mask)
+        projected = self.project_media(modality, features, self.feature_lengths(modality, mask))  # [u, k, D]
         index = media.get(f"{modality}_index")
         return projected if index is None else projected[index.to(projected.device)]
 
@@ -132,7 +152,7 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
         ids = self.config.media_token_ids
         per_row: dict[str, torch.Tensor] = {}
         dummies: list[torch.Tensor] = []
-        for m in ENCODED_MODALITIES:
+        for m in MODALITIES:
             rows = self._media_rows(m, media)
             token_id = ids.get(m)
             if rows is None:
@@ -157,7 +177,8 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
         return inputs_embeds
 
     def _needs_sync(self) -> bool:
-        return self.training and torch.is_grad_enabled()
+        """Whether a modality the batch lacks must still run (see :meth:`_dummy_pass`)."""
+        return (self.training and torch.is_grad_enabled()) or is_deepspeed_zero3_enabled()
 
     def _dummy_pass(self, modality: str, like: torch.Tensor) -> torch.Tensor:
         """Run a modality the batch lacks on a one-clip dummy input; the caller adds it times zero.
@@ -165,12 +186,18 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
         Why: DDP and DeepSpeed ZeRO reduce gradients across ranks parameter by parameter in the order they become
         ready; a rank whose batch has no audio must still produce (zero) gradients for the audio path, through the
         same modules in the same order as a rank that has audio, or the collectives go out of step. The dummy never
-        reaches the LLM's input: it contributes 0 to the output. Frozen towers are skipped (zeros stand in for
-        their output); only trainable modules need the pass.
+        reaches the LLM's input: it contributes 0 to the output.
+
+        Frozen towers: outside ZeRO-3 they are skipped (zeros stand in for their output; they have no gradient to
+        reduce). Under ZeRO-3 every parameter, frozen or not, is partitioned and gathered by a collective when its
+        module runs, so a rank that skipped a tower another rank runs would hang both; there the frozen tower runs
+        on the dummy too, in every mode (training, evaluation, generation). This costs one one-clip tower pass per
+        absent modality and step, and keeps ZeRO-3's memory saving, which gathering the towers once for good
+        would give up (SigLIP-so400m + Whisper-large encoder: ~2 GB in bf16 on every rank).
         """
         encoder = self.encoders[modality]
-        if any(p.requires_grad for p in encoder.parameters()):
-            features = encoder(self._dummy_input(modality, like))
+        if any(p.requires_grad for p in encoder.parameters()) or is_deepspeed_zero3_enabled():
+            features = self.encode_media(modality, self._dummy_input(modality, like))
         else:
             features = like.new_zeros((1, 1, encoder.hidden_size))
         return self.project_media(modality, features).sum()
@@ -201,8 +228,7 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
 
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.LongTensor | None = None, past_key_values: Any = None,
-                inputs_embeds: torch.FloatTensor | None = None, use_cache: bool | None = None,
-                media_features: dict[str, torch.Tensor] | None = None, **kwargs: Any):
+                inputs_embeds: torch.FloatTensor | None = None, use_cache: bool | None = None, **kwargs: Any):
         """Backbone forward with media spliced in; returns the backbone's output (``last_hidden_state [b, s, D]``).
 
         Media keyword arguments (see :data:`MEDIA_KWARGS`) are consumed here; the rest go to the backbone.
@@ -212,7 +238,7 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
         media = {k: kwargs.pop(k) for k in list(kwargs) if k in MEDIA_KWARGS}
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-            inputs_embeds = self.merge_media(input_ids, inputs_embeds, media_features=media_features, **media)
+            inputs_embeds = self.merge_media(input_ids, inputs_embeds, **media)
         return self.language_model(attention_mask=attention_mask, position_ids=position_ids,
                                    past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
                                    **kwargs)
@@ -273,13 +299,19 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
     def prefusion(self) -> nn.Module | None:
         return self.model.prefusion
 
-    def encode_media(self, modality: str, values: torch.Tensor) -> torch.Tensor:
+    def encode_media(self, modality: str, values: torch.Tensor,
+                     attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """See :meth:`AffectLlmModel.encode_media`."""
-        return self.model.encode_media(modality, values)
+        return self.model.encode_media(modality, values, attention_mask)
 
-    def project_media(self, modality: str, features: torch.Tensor) -> torch.Tensor:
+    def feature_lengths(self, modality: str, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """See :meth:`AffectLlmModel.feature_lengths`."""
+        return self.model.feature_lengths(modality, attention_mask)
+
+    def project_media(self, modality: str, features: torch.Tensor,
+                      lengths: torch.Tensor | None = None) -> torch.Tensor:
         """See :meth:`AffectLlmModel.project_media`."""
-        return self.model.project_media(modality, features)
+        return self.model.project_media(modality, features, lengths)
 
     # -- forward / generate -----------------------------------------------------------------------------------
     def forward(
@@ -300,7 +332,7 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
         audio_index: torch.LongTensor | None = None,
         face_index: torch.LongTensor | None = None,
         au_index: torch.LongTensor | None = None,
-        media_features: dict[str, torch.Tensor] | None = None,
+        audio_attention_mask: torch.LongTensor | None = None,
         video_features: torch.FloatTensor | None = None,
         audio_features: torch.FloatTensor | None = None,
         face_features: torch.FloatTensor | None = None,
@@ -313,9 +345,10 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
             pixel_values_videos: ``[u, t, 3, h, w]``; audio_values: ``[u, mel, frames]`` or ``[u, samples]``;
                 face_pixel_values: ``[u, t, 3, s, s]``; au_features: ``[u, t, f]``.
             video_index / audio_index / face_index / au_index: ``[r]`` clip index per placeholder run (row order).
-            media_features: precomputed (cached) encoder outputs ``{modality: [u, l, d]}``, used instead of
-                running that modality's encoder; ``video_features`` / ``audio_features`` / ``face_features``
-                keyword tensors do the same (generation passes only tensors through).
+            audio_attention_mask: ``[u, samples]``, 1 on the real samples of right-padded waveforms (HuBERT-style
+                towers; the processor adds it); with ``audio_features`` it gives their valid frames.
+            video_features / audio_features / face_features: precomputed (cached) tower outputs ``[u, l, d]``, used
+                instead of running that modality's tower.
 
         Returns:
             ``CausalLMOutputWithPast`` (``logits [b, s', V]``, ``loss`` when labels are given).
@@ -326,7 +359,7 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
             pixel_values_videos=pixel_values_videos, audio_values=audio_values, face_pixel_values=face_pixel_values,
             au_features=au_features, video_index=video_index, audio_index=audio_index, face_index=face_index,
-            au_index=au_index, media_features=media_features, video_features=video_features,
+            au_index=au_index, audio_attention_mask=audio_attention_mask, video_features=video_features,
             audio_features=audio_features, face_features=face_features, **kwargs,
         )
         hidden = outputs.last_hidden_state  # [b, s, D]

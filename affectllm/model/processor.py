@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
-from ..types import MODALITIES
-from .configuration import FEATURE_INPUT_NAMES, MEDIA_INPUT_NAMES, MEDIA_TOKENS
+from ..types import DEFAULT_MEDIA_TOKENS, MODALITIES
+from .configuration import FEATURE_INPUT_NAMES, MASK_INPUT_NAMES, MEDIA_INPUT_NAMES, MEDIA_TOKENS
 
 SPECIAL_TOKENS: dict[str, str] = {"bos": "<|im_start|>", "eos": "<|im_end|>", "pad": "<|pad|>"}
 # ChatML; content is a string that may contain media placeholders.
@@ -49,21 +49,23 @@ class AffectLlmProcessor(ProcessorMixin):
         face_image_processor: face crops -> normalised pixels for the face tower.
         feature_extractor: 16 kHz waveforms -> audio encoder input (Whisper log-mel, or waveform for HuBERT-style).
         tokenizer: the LLM's tokenizer, with the media placeholders added as special tokens.
-        media_tokens: LLM tokens per modality (must equal the model config's ``media_tokens``).
-        modalities: the modalities the model takes (``config.enabled_modalities()``).
+        media_tokens: LLM tokens per modality (must equal the model config's ``media_tokens``; default
+            :data:`affectllm.types.DEFAULT_MEDIA_TOKENS`, as the config's).
+        modalities: the modalities the model takes (``config.enabled_modalities()``; default all of
+            :data:`affectllm.types.MODALITIES`).
     """
 
     def __init__(self, image_processor=None, face_image_processor=None, feature_extractor=None, tokenizer=None,
                  media_tokens: dict[str, int] | None = None, modalities: list[str] | None = None,
                  chat_template: str | None = None, **kwargs: Any) -> None:
-        self.media_tokens = dict(media_tokens or {"video": 8, "audio": 8, "face": 8, "au": 8, "fusion": 1})
-        self.modalities = list(modalities or ["video", "audio", "face", "au"])
+        self.media_tokens = {**DEFAULT_MEDIA_TOKENS, **(media_tokens or {})}
+        self.modalities = list(modalities or MODALITIES)
         super().__init__(image_processor, face_image_processor, feature_extractor, tokenizer,
                          chat_template=chat_template or getattr(tokenizer, "chat_template", None) or CHAT_TEMPLATE)
 
     @property
     def model_input_names(self) -> list[str]:
-        return ["input_ids", "attention_mask", *MEDIA_INPUT_NAMES.values(),
+        return ["input_ids", "attention_mask", *MEDIA_INPUT_NAMES.values(), *MASK_INPUT_NAMES.values(),
                 *(f"{m}_index" for m in MEDIA_INPUT_NAMES)]
 
     def media_token_ids(self) -> dict[str, int]:
@@ -116,10 +118,19 @@ class AffectLlmProcessor(ProcessorMixin):
         out = [processor(images=list(c), return_tensors="pt")["pixel_values"] for c in clips]
         return torch.stack(out)
 
-    def _audio(self, waves: list[np.ndarray]) -> torch.Tensor:
-        feats = self.feature_extractor([np.asarray(w, dtype=np.float32) for w in waves], sampling_rate=SAMPLE_RATE,
-                                       return_tensors="pt", padding="max_length" if self._is_whisper() else True)
-        return feats["input_features"] if "input_features" in feats else feats["input_values"]
+    def _audio(self, waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """Waveforms ``[n_i]`` -> the audio tower's input: Whisper log-mel ``[u, mel, frames]`` at the extractor's
+        fixed length, or waveforms ``[u, n]`` right-padded to the longest with their padding mask ``[u, n]``."""
+        waves = [np.asarray(w, dtype=np.float32) for w in waves]
+        if self._is_whisper():
+            feats = self.feature_extractor(waves, sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                                           padding="max_length")
+            return {MEDIA_INPUT_NAMES["audio"]: feats["input_features"]}
+        # The mask also makes the extractor normalise each clip over its own samples only.
+        feats = self.feature_extractor(waves, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True,
+                                       return_attention_mask=True)
+        return {MEDIA_INPUT_NAMES["audio"]: feats["input_values"],
+                MASK_INPUT_NAMES["audio"]: feats["attention_mask"].long()}
 
     @staticmethod
     def _features(modality: str, unique: list[np.ndarray]) -> torch.Tensor:
@@ -154,7 +165,8 @@ class AffectLlmProcessor(ProcessorMixin):
 
         Returns:
             ``input_ids``, ``attention_mask`` ``[b, s]`` and, per present modality, its media tensor over unique clips
-            (``video_features`` etc. for cached modalities) plus ``<modality>_index`` when ``clip_ids`` is given.
+            (``video_features`` etc. for cached modalities; ``audio_attention_mask`` with padded waveforms) plus
+            ``<modality>_index`` when ``clip_ids`` is given.
         """
         texts = [text] if isinstance(text, str) else list(text)
         b = len(texts)
@@ -188,7 +200,7 @@ class AffectLlmProcessor(ProcessorMixin):
             elif m == "face":
                 data[MEDIA_INPUT_NAMES[m]] = self._frames(self.face_image_processor, unique)
             elif m == "audio":
-                data[MEDIA_INPUT_NAMES[m]] = self._audio(unique)
+                data.update(self._audio(unique))
             else:
                 data[MEDIA_INPUT_NAMES[m]] = torch.tensor(np.stack(_resample_time(
                     [np.asarray(a, dtype=np.float32) for a in unique])))

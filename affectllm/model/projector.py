@@ -6,10 +6,7 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
-from ..registry import PROJECTORS
 
-
-@PROJECTORS.register("mlp")
 class MlpProjector(nn.Module):
     """``depth`` linear layers with an activation between them: ``[.., d_in] -> [.., d_out]`` (depth 1 = linear)."""
 

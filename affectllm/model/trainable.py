@@ -46,7 +46,6 @@ def apply_trainable_policy(model: AffectLlmForConditionalGeneration, llm_mode: s
             param.requires_grad = train_encoders
         else:
             param.requires_grad = name.startswith(ALWAYS_TRAINED)
-    model.config.freeze_encoders = not train_encoders
     if llm_mode != "lora":
         return model
     from peft import LoraConfig as PeftLoraConfig

@@ -1,15 +1,12 @@
-"""Face encoders: face crops go through a :class:`VisionTower`; per-frame AU/landmark vectors through
-:class:`AuEncoder`, a small temporal network trained with the projectors (it has no pretrained weights)."""
+"""The AU-vector encoder: per-frame AU/landmark vectors go through :class:`AuEncoder`, a small temporal network
+trained with the projectors (it has no pretrained weights). Face crops go through a
+:class:`~affectllm.model.encoders.vision.VisionTower`."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 from transformers import PreTrainedConfig
-
-from .vision import VisionTower
-
-FaceTower = VisionTower
 
 
 class AuEncoder(nn.Module):
@@ -18,8 +15,6 @@ class AuEncoder(nn.Module):
     LayerNorm over the raw features (their scales differ: intensities 0..1, landmark offsets), a linear map, and a
     depth-wise temporal convolution that lets each frame see its neighbours (onsets and apexes are temporal cues).
     """
-
-    trainable_by_default = True
 
     def __init__(self, feature_dim: int, hidden_size: int = 64) -> None:
         super().__init__()

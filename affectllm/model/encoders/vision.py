@@ -6,8 +6,10 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, CLIPVisionModel, PreTrainedConfig, SiglipVisionModel
 
+from .tower import Tower
 
-class VisionTower(nn.Module):
+
+class VisionTower(Tower):
     """A HF vision tower applied frame by frame; patch tokens are mean-pooled to one vector per frame.
 
     Per-frame spatial pooling keeps the token budget linear in the number of frames; the temporal pooler that
@@ -15,9 +17,8 @@ class VisionTower(nn.Module):
     """
 
     def __init__(self, config: PreTrainedConfig, tower: nn.Module | None = None) -> None:
-        super().__init__()
+        super().__init__(config, config.hidden_size)
         self.tower = tower if tower is not None else AutoModel.from_config(config)
-        self.hidden_size = config.hidden_size
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, **kwargs) -> VisionTower:
