@@ -80,3 +80,5 @@ POOLERS = Registry("poolers")
 DATASETS = Registry("datasets")
 REWARDS = Registry("rewards")
 METRICS = Registry("metrics")
+TASKS = Registry("tasks")
+"""Evaluation tasks by name (:mod:`affectllm.evaluation.tasks`)."""
