@@ -129,7 +129,7 @@ def test_model_blocks_resolve(loaded):
 
     for path, recipe in loaded.items():
         r = resolve(recipe.model)
-        assert r["llm"], rel(path)
+        assert r.llm, rel(path)
 
 
 @pytest.mark.parametrize("path", [p for p in RECIPES if "rewards:" in p.read_text()], ids=rel)
