@@ -56,6 +56,21 @@ def _train(a: argparse.Namespace) -> int:
     return train_main(a.recipe, a.overrides)
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """A sub-command parser whose positionals may come before and after its options."""
+
+    _inner = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._inner:  # parse_known_intermixed_args calls back into parse_known_args
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
 def _add(sub: Any, name: str, help_text: str, fn: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text, description=help_text)
     parser.set_defaults(func=fn)
@@ -96,8 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check existence/readability only, don't open media")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--max-print", type=int, default=200, help="print at most this many problems")
+    # Intermixed so that `data import NAME ROOT --out M key=value` (the order data_cards/README.md shows) parses:
+    # plain argparse stops filling the trailing positional once an option has been seen.
+    dsub._parser_class = _IntermixedParser
     p = _add(dsub, "import", "Turn a dataset's official release folder into a manifest (nothing is downloaded).",
              _data_import)
+    dsub._parser_class = argparse.ArgumentParser
     p.add_argument("name", help="dataset name (see data_cards/README.md)")
     p.add_argument("root", help="the release folder you obtained")
     p.add_argument("--out", required=True, help="manifest to write")

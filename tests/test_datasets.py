@@ -81,20 +81,57 @@ def test_mer2025_track1_and_captions(tmp_path: Path) -> None:
 
 def test_mer2023_npz_and_csv(tmp_path: Path) -> None:
     np = pytest.importorskip("numpy")
-    _touch(tmp_path, "video/a.avi", "audio/a.wav")
-    np.savez(tmp_path / "label-6way.npz", train_corpus={"a": {"emo": 2, "val": -2.5}}, test1_corpus={})
-    clip = load_dataset("mer2023", tmp_path).clips[0]
+    _touch(tmp_path, "video/a.avi", "audio/a.wav", "video/t1.mp4")
+    # as MERBench's label-6way.npz: string labels; test3 has no valence (MERTools' -10 sentinel)
+    np.savez(
+        tmp_path / "label-6way.npz",
+        train_corpus={"a": {"emo": "happy", "val": -2.5}},
+        test3_corpus={"t1": {"emo": "sad", "val": -10}},
+    )
+    got = _by_id(load_dataset("mer2023", tmp_path))
+    clip = got["mer2023/a"]
     assert clip.labels == ["happy"] and clip.valence == -0.5 and clip.split == "train" and clip.video.endswith(".avi")
+    assert got["mer2023/t1"].labels == ["sad"] and got["mer2023/t1"].valence is None, "-10 is no valence, not -1"
     _text(tmp_path, "test2-label.csv", "name,discrete,valence\na,sad,1\n")
     assert load_dataset("mer2023", tmp_path).clips[0].split == "test2"
     _text(tmp_path, "label-disdim.csv", "name,discrete,valence\na,angry,0\n")
     assert load_dataset("mer2024", tmp_path).clips[0].emotion == "angry"
 
 
-def test_emer_descriptions(tmp_path: Path) -> None:
-    _touch(tmp_path, "video/e1.mp4")
-    _text(tmp_path, "emer-reason.csv", "name,english\ne1,The brows are lowered.\n")
-    assert load_dataset("emer", tmp_path).clips[0].caption == "The brows are lowered."
+def test_mer_npz_placeholder_test_labels_are_not_labels(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    _touch(tmp_path, "video/a.mp4", "video/b.mp4", "video/c.mp4")
+    # as MERTools' preprocess/mer2024.py and MER2025's track1_label_6way.npz: every test label set to neutral
+    np.savez(
+        tmp_path / "track1_label_6way.npz",
+        train_corpus={"a": {"emo": "neutral", "val": 0.0}},
+        test1_corpus={"b": {"emo": "neutral", "val": -10}, "c": {"emo": "neutral", "val": -10}},
+    )
+    res = load_dataset("mer2025", tmp_path)
+    got = _by_id(res)
+    assert got["mer2025/a"].labels == ["neutral"], "a neutral train label is a label"
+    assert got["mer2025/b"].labels is None and got["mer2025/b"].emotion is None and got["mer2025/b"].split == "test1"
+    assert [p.field for p in res.problems] == ["emo"] and "placeholder" in res.problems[0].message
+
+
+def test_emer_v1_and_v2_as_affectgpt_ships_them(tmp_path: Path) -> None:
+    _touch(tmp_path, "video/e1.mp4", "video/e2.mp4")
+    # AffectGPT EMER/dataset-v1/gt-eng.csv: plural column names
+    _text(
+        tmp_path,
+        "dataset-v1/gt-eng.csv",
+        'names,emotions,subtitles,reasons\ne1,"worried, sad",I lost it.,The brows are lowered.\n',
+    )
+    _text(tmp_path, "dataset-v1/gt-chi.csv", "names,emotions,subtitles,reasons\ne1,担心,我丢了,眉头紧锁\n")
+    _text(tmp_path, "dataset-v2/final-EMER-reason.csv", "name,chinese,english\ne2,她笑了,She smiles.\n")
+    (v1,) = load_dataset("emer", tmp_path).clips
+    assert v1.id == "emer/e1" and v1.caption == "The brows are lowered." and v1.labels == ["worried", "sad"]
+    assert v1.transcript == "I lost it." and v1.video.endswith("e1.mp4")
+    assert load_dataset("emer", tmp_path, language="chinese").clips[0].caption == "眉头紧锁"
+    (v2,) = load_dataset("emer", tmp_path, version="v2").clips
+    assert v2.id == "emer/e2" and v2.caption == "She smiles." and v2.labels is None
+    with pytest.raises(LayoutError, match="gt-eng.csv.*found: e1.mp4"):
+        load_dataset("emer", tmp_path / "video")
 
 
 def test_mafw_single_and_compound(tmp_path: Path) -> None:
@@ -111,27 +148,32 @@ def test_mafw_single_and_compound(tmp_path: Path) -> None:
         load_dataset("mafw", tmp_path, fold=5)
 
 
-def test_dfew_codes(tmp_path: Path) -> None:
-    _touch(tmp_path, "Clip/original/00007.mp4")
+def test_dfew_reads_the_unpadded_original_clip_not_the_face_crops(tmp_path: Path) -> None:
+    # the release: Clip/original/7.mp4 (unpadded) next to Clip/clip_224x224_avi/00007.avi (224x224 face crops)
+    _touch(
+        tmp_path, "Clip/original/7.mp4", "Clip/clip_224x224_avi/00007.avi", "Clip/clip_224x224/00007/00007_00001.jpg"
+    )
     _text(tmp_path, "EmoLabel_DataSplit/train(single-labeled)/set_1.csv", "video_name,label\n7,5\n9,0\n")
     _text(tmp_path, "EmoLabel_DataSplit/test(single-labeled)/set_1.csv", "video_name,label\n12,7\n")
     res = load_dataset("dfew", tmp_path)
     got = _by_id(res)
-    assert got["dfew/00007"].labels == ["surprise"] and got["dfew/00007"].video.endswith("00007.mp4")
-    assert got["dfew/00012"].emotion == "fear" and got["dfew/00012"].video.endswith("original/00012.mp4")
+    assert got["dfew/00007"].labels == ["surprise"] and got["dfew/00007"].video == str(
+        tmp_path / "Clip/original/7.mp4"
+    )
+    assert got["dfew/00012"].emotion == "fear" and got["dfew/00012"].video.endswith("Clip/original/12.mp4")
     assert [(p.line, p.field) for p in res.problems] == [(3, "label")]
 
 
 def test_ferv39k_frame_folders(tmp_path: Path) -> None:
-    _touch(tmp_path, "2_ClipsforFaceCrop/Action/Fight/0001/00001.jpg", "2_ClipsforFaceCrop/Daily/Talk/0002.mp4")
-    _text(tmp_path, "4_setups/All_scenes/train_All.csv", "Action/Fight/0001 Angry\n")
-    _text(tmp_path, "4_setups/All_scenes/test_All.csv", "Daily/Talk/0002 Happy\nDaily/Talk/0003 Bored\n")
+    # lines as in MAE-DFER's lists: Scene/Label/NNNN Label
+    _touch(tmp_path, "2_ClipsforFaceCrop/Crime/Angry/0063/00001.jpg", "2_ClipsforFaceCrop/Action/Happy/0267.mp4")
+    _text(tmp_path, "4_setups/All_scenes/train_All.csv", "Crime/Angry/0063 Angry\n")
+    _text(tmp_path, "4_setups/All_scenes/test_All.csv", "Action/Happy/0267 Happy\nAction/Bored/0003 Bored\n")
     res = load_dataset("ferv39k", tmp_path)
     got = _by_id(res)
-    assert got["ferv39k/Action/Fight/0001"].video.endswith("0001") and got["ferv39k/Action/Fight/0001"].labels == [
-        "angry"
-    ]
-    assert got["ferv39k/Daily/Talk/0002"].video.endswith("0002.mp4")
+    crime = got["ferv39k/Crime/Angry/0063"]
+    assert crime.video.endswith("Crime/Angry/0063") and crime.labels == ["angry"] and crime.extra["scene"] == "Crime"
+    assert got["ferv39k/Action/Happy/0267"].video.endswith("0267.mp4")
     assert [(p.line, p.field) for p in res.problems] == [(2, "label")]
 
 
@@ -257,6 +299,10 @@ def test_disfa_windows(tmp_path: Path) -> None:
     assert clips[0].extra["start"] == 0.0 and clips[0].extra["end"] == 2.0 and clips[1].extra["end"] == 4.0
     assert clips[0].extra["au_intensity"] == {"AU4": 0.2, "AU12": 0.6} and clips[0].split == "test"
     assert clips[0].video.endswith("LeftVideoSN001_comp.avi")
+    # the release's right-camera folder has no "s": Video_RightCamera/
+    _touch(tmp_path, "Video_RightCamera/RightVideoSN001_comp.avi")
+    right = load_dataset("disfa", tmp_path, camera="Right").clips[0]
+    assert right.video == str(tmp_path / "Video_RightCamera/RightVideoSN001_comp.avi")
 
 
 def test_bp4d_occurrence(tmp_path: Path) -> None:

@@ -13,16 +13,17 @@ True
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from affectllm.data.manifest import write_manifest
 from affectllm.data.sources import acted, au, conversation, mer, wild  # noqa: F401  (registration)
 from affectllm.data.sources._base import LayoutError, LoadResult
 from affectllm.registry import DATASETS
 
-__all__ = ["LayoutError", "LoadResult", "load_dataset", "prep_dataset_main"]
+__all__ = ["LayoutError", "LoadResult", "load_dataset", "parse_options", "prep_dataset_main"]
 
 
 def load_dataset(name: str, root: str | Path, **options: Any) -> LoadResult:
@@ -35,16 +36,36 @@ def load_dataset(name: str, root: str | Path, **options: Any) -> LoadResult:
     return DATASETS.get(name)(root, **options)
 
 
-def _parse_option(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise ValueError(f"option {text!r} is not key=value")
-    if "," in value or key.endswith(("_actors", "_subjects")):
-        items = [v for v in value.split(",") if v]
-        return key, tuple(int(v) if v.isdigit() else v for v in items)
-    if value.lstrip("-").replace(".", "", 1).isdigit():
-        return key, float(value) if "." in value else int(value)
-    return key, {"true": True, "false": False}.get(value.lower(), value)
+def _tuple_typed(annotation: Any) -> bool:
+    return "tuple" in str(annotation)
+
+
+def parse_options(name: str, options: list[str]) -> dict[str, Any]:
+    """Loader options from ``key=value`` words, read by OmegaConf's dotlist grammar and checked against the loader.
+
+    Values are YAML scalars (``fold=2`` -> 2, ``keep_unlabelled=true`` -> True) or lists (``test_actors=[21,22]``);
+    for a tuple-typed option a comma list (``test_actors=21,22``) or a single value is accepted as well.
+
+    Raises:
+        KeyError: unknown dataset.
+        ValueError: a word is not ``key=value``, or the loader has no such option (the message lists its options).
+    """
+    from omegaconf import OmegaConf
+
+    loader = DATASETS.get(name)
+    params = dict(list(inspect.signature(loader).parameters.items())[1:])  # the first one is root
+    for word in options:
+        if "=" not in word or word.startswith("="):
+            raise ValueError(f"option {word!r} is not key=value (e.g. fold=2)")
+    opts = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.from_dotlist(list(options))))
+    for key, value in opts.items():
+        if key not in params or isinstance(value, dict):
+            known = ", ".join(params) or "none"
+            raise ValueError(f"{name}: no option {key!r} (options: {known}; see data_cards/{loader.card}.md)")
+        if _tuple_typed(params[key].annotation) and value is not None:
+            items = value if isinstance(value, list) else str(value).split(",")
+            opts[key] = tuple(int(v) if str(v).strip().isdigit() else str(v).strip() for v in items if str(v).strip())
+    return opts
 
 
 def prep_dataset_main(name: str, root: str, out: str, options: list[str] | None = None, **kwargs: Any) -> int:
@@ -54,7 +75,7 @@ def prep_dataset_main(name: str, root: str, out: str, options: list[str] | None 
         name: a registered dataset name.
         root: the release folder.
         out: the manifest to write (media paths are written relative to its folder).
-        options: ``key=value`` loader options (``fold=2``, ``test_actors=21,22,23,24``).
+        options: ``key=value`` loader options (``fold=2``, ``test_actors=21,22,23,24``), see :func:`parse_options`.
         **kwargs: loader options given directly (take precedence over ``options``).
 
     Returns:
@@ -65,7 +86,7 @@ def prep_dataset_main(name: str, root: str, out: str, options: list[str] | None 
 
     console = Console(highlight=False, soft_wrap=True)
     try:
-        opts = dict(_parse_option(o) for o in options or [])
+        opts = parse_options(name, options or [])
         opts.update(kwargs)
         started = time.perf_counter()
         result = load_dataset(name, root, **opts)

@@ -51,31 +51,80 @@ def register(name: str, card: str) -> Callable[[Loader], Loader]:
     return wrap
 
 
-def find(root: Path, *candidates: str, what: str, dataset: str) -> Path:
-    """The first candidate (a relative path or glob) under ``root`` or one wrapping folder below it.
+def found_here(root: Path, limit: int = 12) -> str:
+    """What a folder holds, for layout errors: its entries and those of its sub-folders, relative, at most ``limit``.
 
-    Raises:
-        LayoutError: none exists; the message lists the candidates and points at the data card.
+    >>> found_here(Path("/no/such/folder"))
+    'nothing (the folder does not exist)'
     """
-    for base in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
-        for cand in candidates:
-            hits = sorted(base.glob(cand)) if any(c in cand for c in "*?[") else [base / cand]
-            hits = [h for h in hits if h.exists()]
-            if hits:
-                return hits[0]
-    expected = " or ".join(repr(c) for c in candidates)
-    raise LayoutError(
-        f"{dataset}: no {what} under {root} (expected {expected}); point at the folder of the official release "
-        f"(see data_cards/{dataset}.md)"
+    if not root.is_dir():
+        return "nothing (the folder does not exist)"
+    names: list[str] = []
+    for entry in sorted(root.iterdir()):
+        names.append(entry.name + ("/" if entry.is_dir() else ""))
+        if entry.is_dir():
+            names += [f"{entry.name}/{e.name}{'/' if e.is_dir() else ''}" for e in sorted(entry.iterdir())[:4]]
+    if not names:
+        return "nothing (the folder is empty)"
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def layout_error(
+    dataset: str, root: Path, what: str, looked_for: Iterable[str], card: str | None = None
+) -> LayoutError:
+    """The error for an unknown layout: what was looked for, what the folder holds, and the card to read."""
+    expected = " or ".join(repr(c) for c in looked_for)
+    return LayoutError(
+        f"{dataset}: no {what} under {root} (looked for {expected}; found: {found_here(root)}); point at the "
+        f"folder of the official release (see data_cards/{card or dataset}.md)"
     )
 
 
+def find(root: Path, *candidates: str, what: str, dataset: str, card: str | None = None) -> Path:
+    """The first candidate (a relative path or glob) under ``root`` or one wrapping folder below it.
+
+    Raises:
+        LayoutError: none exists; the message lists the candidates, what the folder holds, and the data card.
+    """
+    if root.is_dir():
+        for base in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
+            for cand in candidates:
+                hits = sorted(base.glob(cand)) if any(c in cand for c in "*?[") else [base / cand]
+                hits = [h for h in hits if h.exists()]
+                if hits:
+                    return hits[0]
+    raise layout_error(dataset, root, what, candidates, card)
+
+
 def find_all(root: Path, pattern: str) -> list[Path]:
-    """Every match of a glob under ``root`` and one wrapping folder below it, sorted."""
+    """Every match of a glob under ``root`` and one wrapping folder below it, sorted, each file once.
+
+    A recursive pattern (``**/x``) from ``root`` already reaches the sub-folders; the de-duplication keeps a file
+    found both ways from being read twice.
+    """
+    if not root.is_dir():
+        return []
     out = sorted(root.glob(pattern))
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
         out += sorted(sub.glob(pattern))
-    return out
+    return list(dict.fromkeys(out))
+
+
+def _clip(
+    source: str, ident: str, *, labels: list[str] | None = None, emotion: str | None = "", **fields: Any
+) -> Clip:
+    """One manifest clip of ``source``: id ``<source>/<ident>``, an empty label list as None, and the emotion
+    the single label unless given (``emotion=None`` for none).
+
+    >>> c = _clip("dfew", "00001", labels=["happy"], split="train")
+    >>> c.id, c.emotion, _clip("mafw", "2", labels=["anger", "fear"]).emotion, _clip("x", "1", labels=[]).labels
+    ('dfew/00001', 'happy', None, None)
+    """
+    labels = list(labels) if labels else None
+    if emotion == "":
+        emotion = labels[0] if labels and len(labels) == 1 else None
+    return Clip(id=f"{source}/{ident}", labels=labels, emotion=emotion, source=source, **fields)
 
 
 class MediaIndex:

@@ -6,11 +6,12 @@ import re
 from pathlib import Path
 
 from affectllm.data.sources._base import (
-    LayoutError,
     LoadResult,
+    _clip,
     col,
     find,
     find_all,
+    layout_error,
     read_csv,
     read_text,
     register,
@@ -94,23 +95,20 @@ def load_ravdess(root: str | Path, test_actors: tuple[int, ...] | None = None) -
         slot = {"01": "av", "02": "video", "03": "audio"}[match.group(1)]
         recordings.setdefault(key, {})[slot] = str(path)
     if not recordings:
-        raise LayoutError(
-            f"ravdess: no files named like 03-01-05-01-02-01-12.wav under {root} (see data_cards/ravdess.md)"
-        )
+        raise layout_error("ravdess", root, "RAVDESS recording", ["Actor_*/03-01-05-01-02-01-12.wav (7 codes)"])
     out = LoadResult()
     for key, files in sorted(recordings.items()):
         channel, emotion, intensity, statement, repetition, actor = key.split("-")
         label = RAVDESS_EMOTIONS[emotion]
         out.clips.append(
-            Clip(
-                id=f"ravdess/{key}",
+            _clip(
+                "ravdess",
+                key,
                 video=files.get("av") or files.get("video"),
                 audio=files.get("audio"),
                 transcript=RAVDESS_STATEMENTS[statement],
                 labels=[label],
-                emotion=label,
                 split=_actor_split(int(actor), test_actors),
-                source="ravdess",
                 extra={
                     "actor": int(actor),
                     "gender": "male" if int(actor) % 2 else "female",
@@ -164,15 +162,14 @@ def load_cremad(root: str | Path, labels: str = "intended", test_actors: tuple[i
             vote, _ = votes.get(stem, ("", ""))
             names = [_CREMAD_VOTES.get(v.strip().upper(), v.strip().lower()) for v in vote.split(":") if v.strip()]
         out.clips.append(
-            Clip(
-                id=f"cremad/{stem}",
+            _clip(
+                "cremad",
+                stem,
                 video=video.get(stem),
                 audio=audio.get(stem),
                 transcript=CREMAD_SENTENCES.get(sentence),
-                labels=names or None,
-                emotion=names[0] if len(names) == 1 else None,
+                labels=names,
                 split=_actor_split(int(actor), test_actors),
-                source="cremad",
                 extra={
                     "actor": int(actor),
                     "intended": CREMAD_EMOTIONS[emo],
@@ -193,8 +190,43 @@ def _iemocap_texts(session: Path) -> dict[str, str]:
     return texts
 
 
+# The usual 4-class protocol (s3prl, MERTools' label_4way.npz, 5,531 utterances): excited merged into happy.
+IEMOCAP_4CLASS: dict[str, str] = {"ang": "angry", "hap": "happy", "exc": "happy", "sad": "sad", "neu": "neutral"}
+
+
+def _iemocap_clip(
+    session: Path, match: re.Match[str], label: str | None, texts: dict[str, str], split: str | None
+) -> Clip:
+    start, end, utt, code, val, act, dom = match.groups()
+    dialog = utt.rsplit("_", 1)[0]
+    extra = {
+        "session": int(session.name[-1]),
+        "dominance": scale(dom, 1, 5),
+        "dialog_video": str(session / "dialog" / "avi" / "DivX" / f"{dialog}.avi"),
+        "dialog_start": float(start),
+        "dialog_end": float(end),
+        "speaker": utt.rsplit("_", 1)[1][0],
+    }
+    if label is not None and IEMOCAP_LABELS.get(code) != label:
+        extra["original_label"] = IEMOCAP_LABELS.get(code)
+    return _clip(
+        "iemocap",
+        utt,
+        audio=str(session / "sentences" / "wav" / dialog / f"{utt}.wav"),
+        transcript=texts.get(utt),
+        labels=[label] if label else None,
+        emotion=label,
+        valence=scale(val, 1, 5),
+        arousal=scale(act, 1, 5),
+        split=split,
+        extra=extra,
+    )
+
+
 @register("iemocap", card="iemocap")
-def load_iemocap(root: str | Path, test_session: int | None = None, keep_unlabelled: bool = False) -> LoadResult:
+def load_iemocap(
+    root: str | Path, test_session: int | None = None, keep_unlabelled: bool = False, protocol: str = "all"
+) -> LoadResult:
     """IEMOCAP: ``Session<n>/dialog/EmoEvaluation/*.txt`` + ``sentences/wav`` + transcriptions.
 
     Utterances get audio (the utterance wav, already cut) and transcript; the dialog ``.avi`` (both actors, whole
@@ -204,24 +236,34 @@ def load_iemocap(root: str | Path, test_session: int | None = None, keep_unlabel
 
     Args:
         root: ``IEMOCAP_full_release``.
-        test_session: 1-5 marks that session ``test`` (leave-one-session-out); None leaves splits unset.
-        keep_unlabelled: keep ``xxx`` (no majority) utterances, without labels.
+        test_session: 1-5 marks that session ``test`` (one fold of leave-one-session-out); None leaves splits unset.
+        keep_unlabelled: keep ``xxx`` (no majority) utterances, without labels (``protocol="all"`` only).
+        protocol: ``"all"`` (the 10 categories as annotated) or ``"4class"`` (angry, happy = happy + excited, sad,
+            neutral; the other categories are left out, one count per file in the problems).
     """
+    if protocol not in ("all", "4class"):
+        raise ValueError(f"iemocap: protocol={protocol!r}; use 'all' or '4class'")
     root = Path(root)
     sessions = find_all(root, "Session[1-5]")
     if not sessions:
         find(root, "Session1", what="Session1..Session5 folders", dataset="iemocap")
+    table = IEMOCAP_4CLASS if protocol == "4class" else IEMOCAP_LABELS
     out = LoadResult()
     for session in sessions:
         number = int(session.name[-1])
+        split = None if test_session is None else ("test" if number == test_session else "train")
         texts = _iemocap_texts(session)
         for path in sorted((session / "dialog" / "EmoEvaluation").glob("*.txt")):
+            left_out = 0
             for line_no, line in enumerate(read_text(path).splitlines(), start=1):
                 match = _IEMOCAP_LINE.match(line.strip())
                 if match is None:
                     continue
-                start, end, utt, code, val, act, dom = match.groups()
-                label = IEMOCAP_LABELS.get(code)
+                utt, code = match.group(3), match.group(4)
+                label = table.get(code)
+                if label is None and protocol == "4class":
+                    left_out += 1
+                    continue
                 if label is None and not keep_unlabelled:
                     out.warn(
                         path,
@@ -232,28 +274,7 @@ def load_iemocap(root: str | Path, test_session: int | None = None, keep_unlabel
                         f"iemocap/{utt}",
                     )
                     continue
-                dialog = utt.rsplit("_", 1)[0]
-                wav = session / "sentences" / "wav" / dialog / f"{utt}.wav"
-                avi = session / "dialog" / "avi" / "DivX" / f"{dialog}.avi"
-                out.clips.append(
-                    Clip(
-                        id=f"iemocap/{utt}",
-                        audio=str(wav),
-                        transcript=texts.get(utt),
-                        labels=[label] if label else None,
-                        emotion=label,
-                        valence=scale(val, 1, 5),
-                        arousal=scale(act, 1, 5),
-                        source="iemocap",
-                        split=None if test_session is None else ("test" if number == test_session else "train"),
-                        extra={
-                            "session": number,
-                            "dominance": scale(dom, 1, 5),
-                            "dialog_video": str(avi),
-                            "dialog_start": float(start),
-                            "dialog_end": float(end),
-                            "speaker": utt.rsplit("_", 1)[1][0],
-                        },
-                    )
-                )
+                out.clips.append(_iemocap_clip(session, match, label, texts, split))
+            if left_out:
+                out.warn(path, 0, "emotion", f"{left_out} utterances outside the 4 classes left out (protocol=4class)")
     return out

@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from affectllm.data.sources._base import VIDEO_EXTS, LoadResult, find, find_all, read_text, register
-from affectllm.types import Clip
+from affectllm.data.sources._base import VIDEO_EXTS, LoadResult, _clip, find, find_all, read_text, register
 
 DISFA_FPS = 20.0
 BP4D_FPS = 25.0
+# The release's camera folders (CLM-framework's DISFA scripts): the right one has no "s".
+DISFA_CAMERAS: dict[str, str] = {"Left": "Videos_LeftCamera", "Right": "Video_RightCamera"}
 BP4D_TASKS: dict[str, str] = {
     "T1": "happiness",
     "T2": "sadness",
@@ -83,8 +84,13 @@ def load_disfa(
     camera: str = "Left",
     test_subjects: tuple[str, ...] | None = None,
 ) -> LoadResult:
-    """DISFA: ``ActionUnit_Labels/SN001/SN001_au1.txt`` (``frame,intensity`` 0-5) + ``Videos_<camera>Camera``."""
+    """DISFA: ``ActionUnit_Labels/SN001/SN001_au1.txt`` (``frame,intensity`` 0-5) + the camera's videos,
+    ``Videos_LeftCamera/LeftVideoSN001_comp.avi`` or ``Video_RightCamera/RightVideoSN001_comp.avi``."""
     root = Path(root)
+    camera = camera.capitalize()
+    if camera not in DISFA_CAMERAS:
+        raise ValueError(f"disfa: camera={camera!r}; use Left or Right")
+    folder_name = DISFA_CAMERAS[camera]
     labels = find(root, "ActionUnit_Labels", what="ActionUnit_Labels folder", dataset="disfa_bp4d")
     out = LoadResult()
     for folder in sorted(p for p in labels.iterdir() if p.is_dir()):
@@ -93,16 +99,16 @@ def load_disfa(
         if not frames:
             out.warn(folder, 0, "aus", f"{subject}: no SN*_au*.txt files with 'frame,intensity' lines; skipped")
             continue
-        videos = find_all(root, f"Videos_{camera}Camera/{camera}Video{subject}*")
-        video = str(videos[0]) if videos else str(root / f"Videos_{camera}Camera" / f"{camera}Video{subject}_comp.avi")
+        videos = find_all(root, f"{folder_name}/{camera}Video{subject}*")
+        video = str(videos[0]) if videos else str(root / folder_name / f"{camera}Video{subject}_comp.avi")
         for k, (start, end, active, mean) in enumerate(au_windows(frames, DISFA_FPS, window, threshold, min_share, 5)):
             out.clips.append(
-                Clip(
-                    id=f"disfa/{subject}/{k:04d}",
+                _clip(
+                    "disfa",
+                    f"{subject}/{k:04d}",
                     video=video,
                     aus=active,
                     split=_subject_split(subject, test_subjects),
-                    source="disfa",
                     extra={"subject": subject, "start": start, "end": end, "au_intensity": mean},
                 )
             )
@@ -151,11 +157,11 @@ def load_bp4d(
             au_windows(_bp4d_frames(path), BP4D_FPS, window, 1.0, min_share, 1)
         ):
             out.clips.append(
-                Clip(
-                    id=f"bp4d/{subject}_{task}/{k:04d}",
+                _clip(
+                    "bp4d",
+                    f"{subject}_{task}/{k:04d}",
                     video=video,
                     aus=active,
-                    source="bp4d",
                     split=_subject_split(subject, test_subjects),
                     extra={
                         "subject": subject,

@@ -8,21 +8,33 @@ from affectllm.data.sources._base import (
     VIDEO_EXTS,
     LoadResult,
     MediaIndex,
+    _clip,
     col,
     find,
+    find_all,
     fix_mojibake,
+    layout_error,
     need_columns,
     read_csv,
     register,
     scale,
 )
-from affectllm.types import Clip
 
 MELD_SPLITS: dict[str, tuple[str, tuple[str, ...]]] = {
     "train": ("train_sent_emo.csv", ("train_splits", "train/train_splits", "train")),
     "val": ("dev_sent_emo.csv", ("dev_splits_complete", "dev/dev_splits_complete", "dev")),
     "test": ("test_sent_emo.csv", ("output_repeated_splits_test", "test/output_repeated_splits_test", "test")),
 }
+# About 130 clips in output_repeated_splits_test also (or only) exist as final_videos_test<dia>_<utt>.mp4.
+MELD_TEST_PREFIX = "final_videos_test"
+
+
+def _meld_video(videos: MediaIndex, stem: str, video_dir: Path) -> tuple[str, dict[str, str]]:
+    """The clip file and, when the test folder's ``final_videos_test`` twin exists as well, that twin in extra."""
+    plain, prefixed = videos.get(stem), videos.get(MELD_TEST_PREFIX + stem)
+    if plain and prefixed:
+        return plain, {"alt_video": prefixed}
+    return plain or prefixed or str(video_dir / f"{stem}.mp4"), {}
 
 
 @register("meld", card="meld")
@@ -45,16 +57,17 @@ def load_meld(root: str | Path) -> LoadResult:
         for _line, row in rows:
             stem = f"dia{row['dialogue_id']}_utt{row['utterance_id']}"
             emotion = row["emotion"].lower()
+            video, alt = _meld_video(videos, stem, video_dir)
             out.clips.append(
-                Clip(
-                    id=f"meld/{split}/{stem}",
-                    video=videos.get(stem) or str(video_dir / f"{stem}.mp4"),
+                _clip(
+                    "meld",
+                    f"{split}/{stem}",
+                    video=video,
                     transcript=fix_mojibake(row["utterance"]),
                     labels=[emotion],
-                    emotion=emotion,
                     split=split,
-                    source="meld",
                     extra={
+                        **alt,
                         "sentiment": (col(row, "sentiment") or "").lower() or None,
                         "speaker": col(row, "speaker"),
                         "dialogue_id": int(row["dialogue_id"]),
@@ -80,7 +93,7 @@ def _mmsa(root: Path, source: str, label_range: float, label_names: tuple[str, .
     rows = list(read_csv(path))
     need_columns(path, rows, "video_id", "clip_id", "label")
     raw_dirs = list(dict.fromkeys([path.parent / "Raw", root / "Raw"]))
-    modes = {"train": "train", "valid": "val", "val": "val", "dev": "val", "test": "test"}
+    modes = {"train": "train", "valid": "val", "validation": "val", "val": "val", "dev": "val", "test": "test"}
     out = LoadResult()
     for line, row in rows:
         vid, clip = row["video_id"], row["clip_id"]
@@ -91,14 +104,15 @@ def _mmsa(root: Path, source: str, label_range: float, label_names: tuple[str, .
         video = _raw_video(raw_dirs, vid, clip)
         word = (col(row, "annotation") or "").lower() or _sentiment_word(score)
         out.clips.append(
-            Clip(
-                id=f"{source}/{vid}/{clip}",
+            _clip(
+                source,
+                f"{vid}/{clip}",
                 video=video,
                 transcript=col(row, "text"),
                 labels=[word] if word else None,
+                emotion=None,
                 valence=score,
                 split=modes.get((col(row, "mode") or "").lower()),
-                source=source,
                 extra={
                     "sentiment": float(row["label"]),
                     **{k: float(v) for k in ("label_t", "label_a", "label_v") if (v := col(row, k)) is not None},
@@ -130,10 +144,78 @@ def load_mosei(root: str | Path) -> LoadResult:
     return _mmsa(Path(root), "mosei", 3.0, ("label.csv", "MOSEI/label.csv"))
 
 
+def _keyed(path: Path, *columns: str) -> dict[tuple[str, int], dict[str, str]]:
+    """Rows of a CH-SIMS ``metadata`` CSV by ``(video_id, int(clip_id))``."""
+    rows = list(read_csv(path))
+    need_columns(path, rows, "video_id", "clip_id", *columns)
+    return {(r["video_id"], int(float(r["clip_id"]))): r for _, r in rows if r.get("clip_id")}
+
+
+def _sims_original(root: Path, label_path: Path, language: str) -> LoadResult:
+    """The original CH-SIMS release, as MERTools reads it.
+
+    ``metadata/sentiment/label_{M,T,A,V}.csv`` (``video_id, clip_id, label``), ``metadata/{train,val,test}_index.csv``,
+    ``metadata/Translation.csv`` (``video_id, clip_id, Chinese, English``) and ``Raw/<vid>/%04d.mp4``.
+    """
+    meta = label_path.parent.parent
+    labels = _keyed(label_path, "label")
+    unimodal = {
+        k: _keyed(p, "label")
+        for k in ("t", "a", "v")
+        if (p := label_path.with_name(f"label_{k.upper()}.csv")).exists()
+    }
+    texts = _keyed(meta / "Translation.csv") if (meta / "Translation.csv").exists() else {}
+    splits = {key: s for s in ("train", "val", "test") if (p := meta / f"{s}_index.csv").exists() for key in _keyed(p)}
+    raw_dirs = list(dict.fromkeys([meta.parent / "Raw", root / "Raw"]))
+    out = LoadResult()
+    for (vid, number), row in labels.items():
+        clip = f"{number:04d}"
+        score = scale(row["label"], -1.0, 1.0)
+        if score is None:
+            out.warn(label_path, 0, "label", f"{vid}/{clip}: label {row['label']!r} is not a number; skipped")
+            continue
+        text = texts.get((vid, number), {})
+        out.clips.append(
+            _clip(
+                "sims",
+                f"{vid}/{clip}",
+                video=_raw_video(raw_dirs, vid, clip),
+                transcript=col(text, language, "chinese"),
+                labels=[_sentiment_word(score)],
+                emotion=None,
+                valence=score,
+                split=splits.get((vid, number)),
+                extra={
+                    "sentiment": float(row["label"]),
+                    **{
+                        f"label_{k}": float(t[(vid, number)]["label"])
+                        for k, t in unimodal.items()
+                        if (vid, number) in t
+                    },
+                },
+            )
+        )
+    return out
+
+
 @register("sims", card="ch_sims")
-def load_sims(root: str | Path) -> LoadResult:
-    """CH-SIMS (``label.csv``, sentiment already in [-1, 1], with per-modality labels ``label_T/A/V``)."""
-    return _mmsa(Path(root), "sims", 1.0, ("label.csv", "SIMS/label.csv"))
+def load_sims(root: str | Path, language: str = "chinese") -> LoadResult:
+    """CH-SIMS: the MMSA ``label.csv`` or the original release's ``metadata/`` (sentiment in [-1, 1], with
+    per-modality labels).
+
+    Args:
+        root: the release folder.
+        language: the transcript of the original layout: ``chinese`` or ``english`` (``Translation.csv``); the
+            MMSA ``label.csv`` has Chinese text only.
+    """
+    root = Path(root)
+    original = find_all(root, "metadata/sentiment/label_M.csv")
+    if original:
+        return _sims_original(root, original[0], language)
+    candidates = ("label.csv", "SIMS/label.csv")
+    if not any(find_all(root, c) for c in candidates):
+        raise layout_error("sims", root, "CH-SIMS labels", (*candidates, "metadata/sentiment/label_M.csv"), "ch_sims")
+    return _mmsa(root, "sims", 1.0, candidates)
 
 
 @register("simsv2", card="ch_sims")
