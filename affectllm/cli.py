@@ -56,6 +56,18 @@ def _train(a: argparse.Namespace) -> int:
     return train_main(a.recipe, a.overrides)
 
 
+def _chat(a: argparse.Namespace) -> int:
+    from .serve.args import run_chat
+
+    return run_chat(a)
+
+
+def _label(a: argparse.Namespace) -> int:
+    from .serve.args import run_label
+
+    return run_label(a)
+
+
 class _IntermixedParser(argparse.ArgumentParser):
     """A sub-command parser whose positionals may come before and after its options."""
 
@@ -138,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", choices=["mer2026", "mer2025"], default="mer2026",
                    help="word forms: format.csv or legacy_mer2025/format.csv")
     p.add_argument("--level", choices=["level1", "level2"], default="level1")
+
+    from .serve.args import add_chat_arguments, add_label_arguments
+
+    add_chat_arguments(_add(sub, "chat", "Ask a trained model about one clip (video, image or frame folder): one "
+                            "answer with --question, else a chat; streamed; labels, confidence, AUs.", _chat))
+    add_label_arguments(_add(sub, "label", "Label every clip of a manifest with a trained model: resumable shards and "
+                             "a merged labels.jsonl; torchrun/accelerate ranks or Ray Data scale it out.", _label))
 
     model = _add(sub, "model", "Model utilities.", lambda a: 2)
     msub = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")

@@ -1,0 +1,252 @@
+"""``affectllm label MANIFEST --model DIR --out OUT``: label-output rows for every clip, resumable and sharded.
+
+The manifest is cut into fixed chunks of ``batch_size`` clips in manifest order; a chunk is the unit of work (one
+generate call), so a clip is always generated next to the same neighbours and an interrupted, resumed or re-sharded
+job gives the same rows as a straight run. Under ``torchrun``/``accelerate launch`` rank ``r`` of ``w`` takes the
+chunks ``k`` with ``k % w == r``; rank 0 prepares the folder (fingerprint, torn-line repair) before and merges after.
+Decoding runs in a torch DataLoader's worker processes (``num_workers``, one chunk per item) while the main process
+generates. Files and resume semantics: :mod:`affectllm.serve.shards`; Ray Data: :mod:`affectllm.serve.ray_label`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.manifest import read_manifest
+from ..media.decode import MediaError
+from ..types import Clip, DecodedClip
+from . import shards
+from .args import FORMATS
+from .engine import Engine, GenerationOptions
+from .media_policy import MediaPolicy
+
+
+@dataclass
+class LabelJob:
+    """Everything one ``affectllm label`` run needs (the CLI's arguments)."""
+
+    manifest: str
+    model: str
+    out: str
+    batch_size: int = 8
+    num_workers: int = 2
+    retry_errors: bool = False
+    fresh: bool = False
+    engine: str = "torch"
+    input_format: str = "manifest"
+    output_format: str = "manifest"
+    question: str | None = None
+    gen: GenerationOptions = field(default_factory=GenerationOptions)
+    num_frames: int | None = None
+    progress: bool = True
+    ray_address: str | None = None
+    ray_workers: int = 2
+
+
+@dataclass
+class Inputs:
+    """The clips of a job in input order, per-clip questions (OpenAI batch input), and unreadable rows."""
+
+    clips: list[Clip]
+    questions: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def read_inputs(path: str, input_format: str) -> Inputs:
+    """Read a manifest or an OpenAI Batch request file (bad rows become ``problems`` naming their line)."""
+    if input_format == "openai-batch":
+        from .openai_batch import read_requests
+
+        clips, questions, problems = read_requests(path)
+        return Inputs(clips, questions, problems)
+    clips, problems = read_manifest(path, strict=False)
+    return Inputs(clips, problems=[str(p) for p in problems if p.is_error])
+
+
+def chunked(clips: Sequence[Clip], size: int) -> list[list[Clip]]:
+    """Fixed chunks of ``size`` clips in order (the job's units of work)."""
+    return [list(clips[i:i + size]) for i in range(0, len(clips), size)]
+
+
+Decoded = tuple[Clip, DecodedClip | None, str | None]
+
+
+class ChunkDecoder(torch.utils.data.Dataset):
+    """Item ``k`` = chunk ``k`` decoded: ``[(clip, decoded or None, error or None), ...]`` (runs in a worker)."""
+
+    def __init__(self, chunks: list[list[Clip]], media: MediaPolicy) -> None:
+        self.chunks = chunks
+        self.media = media
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, k: int) -> list[Decoded]:
+        out: list[Decoded] = []
+        for clip in self.chunks[k]:
+            try:
+                out.append((clip, self.media.decode(clip), None))
+            except Exception as err:  # noqa: BLE001 - a bad clip is its row's error, the job goes on
+                why = str(err) if isinstance(err, MediaError) else \
+                    f"{type(err).__name__}: {err} (while decoding {clip.video or clip.audio})"
+                out.append((clip, None, why))
+        return out
+
+
+def _as_is(item: list[Decoded]) -> list[Decoded]:
+    return item  # DataLoader's default collate would turn the frames into tensors
+
+
+def label_chunk(engine: Engine, items: Sequence[Decoded], question: str | None, gen: GenerationOptions,
+                questions: dict[str, str]) -> list[dict[str, Any]]:
+    """Rows of one decoded chunk, in chunk order (clips asking the same question share one generate call)."""
+    fingerprint = engine.fingerprint_for(question, gen)
+    rows = {c.id: engine.error_row(c.id, err, fingerprint) for c, _, err in items if err is not None}
+    good = [(c, d) for c, d, err in items if err is None]
+    for q in dict.fromkeys(questions.get(c.id, question) for c, _ in good):
+        group = [(c, d) for c, d in good if questions.get(c.id, question) == q]
+        made = engine.label([c for c, _ in group], q, gen, decoded=[d for _, d in group])
+        rows.update({r["id"]: r for r in made})
+    return [rows[c.id] for c, _, _ in items]
+
+
+def _dist() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _device() -> str | None:
+    if torch.cuda.is_available():
+        return f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    return None
+
+
+def _record(job: LabelJob, engine: Engine, fingerprint: str) -> dict[str, Any]:
+    return {"fingerprint": fingerprint, "model": str(Path(job.model).resolve()), "manifest": job.manifest,
+            "question": engine.question(job.question), "generation": asdict(job.gen), "media": engine.media.describe(),
+            "batch_size": job.batch_size}
+
+
+def _prepare_all(job: LabelJob, out: Path, record: dict[str, Any], rank: int, world: int) -> str | None:
+    """Rank 0 prepares the folder; every rank learns whether it may go on (None) or why not."""
+    error = None
+    if rank == 0:
+        try:
+            shards.prepare(out, record, job.fresh, job.retry_errors)
+        except shards.JobMismatchError as err:
+            error = str(err)
+    if world > 1:
+        box = [error]
+        torch.distributed.broadcast_object_list(box, src=0)
+        error = box[0]
+    return error
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed or 0:.2f} clips/s")
+
+    return Progress(TextColumn("label"), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn(),
+                    disable=not enabled, transient=True)
+
+
+def run_torch(job: LabelJob, engine: Engine, inputs: Inputs, out: Path, done: set[str], rank: int,
+              world: int) -> int:
+    """This rank's share of the chunks: decode in DataLoader workers, generate here, append to its shard."""
+    mine = [ch for k, ch in enumerate(chunked(inputs.clips, job.batch_size))
+            if k % world == rank and any(c.id not in done for c in ch)]
+    todo = sum(c.id not in done for ch in mine for c in ch)
+    loader = torch.utils.data.DataLoader(ChunkDecoder(mine, engine.media), batch_size=None, shuffle=False,
+                                         num_workers=job.num_workers, collate_fn=_as_is,
+                                         prefetch_factor=2 if job.num_workers else None)
+    made = 0
+    with shards.ShardWriter(out, f"{rank:05d}") as writer, _progress(job.progress and rank == 0) as bar:
+        task = bar.add_task("label", total=todo)
+        for items in loader:
+            rows = [r for r in label_chunk(engine, items, job.question, job.gen, inputs.questions)
+                    if r["id"] not in done]
+            writer.write(rows)
+            made += len(rows)
+            for r in rows:
+                if r["error"]:
+                    bar.console.print(f"[red]error[/red] {r['id']}: {r['error']}")
+            bar.advance(task, len(rows))
+    return made
+
+
+def summary(rows: Sequence[dict[str, Any]], total: int, skipped: int, made: int, seconds: float) -> str:
+    """The end-of-job report: counts, errors, label histogram, clips/s."""
+    errors = [r for r in rows if r.get("error")]
+    hist = Counter(label for r in rows if not r.get("error") for label in r.get("labels", []))
+    lines = [f"label: {total} clips in the input, {len(rows)} rows ({skipped} done before, {made} now), "
+             f"{len(errors)} errors, {made / max(seconds, 1e-9):.2f} clips/s this run ({seconds:.1f} s)"]
+    lines += [f"  error {r['id']}: {r['error']}" for r in errors[:10]]
+    if hist:
+        lines.append("  labels: " + ", ".join(f"{k} {v}" for k, v in hist.most_common(10)))
+    return "\n".join(lines)
+
+
+def label_main(job: LabelJob) -> int:
+    """Run a label job (see the module docs); returns 0, 1 when any row or input row failed, 2 when it cannot run."""
+    if job.input_format not in FORMATS or job.output_format not in FORMATS:
+        raise ValueError(f"formats must be one of {', '.join(FORMATS)}")
+    rank, world = _dist()
+    if world > 1 and not torch.distributed.is_initialized():
+        from datetime import timedelta
+
+        torch.distributed.init_process_group("gloo", timeout=timedelta(hours=24))  # control messages only
+    try:
+        return _run(job, rank, world)
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def _run(job: LabelJob, rank: int, world: int) -> int:
+    inputs = read_inputs(job.manifest, job.input_format)
+    if rank == 0:
+        for p in inputs.problems:
+            print(p, file=sys.stderr)
+    engine = Engine.load(job.model, device=_device(), num_frames=job.num_frames)
+    engine.batch_size = job.batch_size
+    out = Path(job.out)
+    fingerprint = engine.fingerprint_for(job.question, job.gen)
+    error = _prepare_all(job, out, _record(job, engine, fingerprint), rank, world)
+    if error:
+        if rank == 0:
+            print(f"affectllm label: error: {error}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()  # clips/s counts labeling, not the model load
+    done = set(shards.read_rows(out))
+    skipped = sum(c.id in done for c in inputs.clips)
+    if job.engine == "ray":
+        from .ray_label import run_ray
+
+        made = run_ray(job, engine, inputs, out, done)
+    else:
+        made = run_torch(job, engine, inputs, out, done, rank, world)
+    if world > 1:
+        torch.distributed.barrier()
+    if rank != 0:
+        return 0
+    rows = shards.merge(out, [c.id for c in inputs.clips])
+    if job.output_format == "openai-batch":
+        from .openai_batch import write_responses
+
+        write_responses(rows, out / "batch_output.jsonl")
+    new = len(rows) - skipped if world > 1 else made
+    print(summary(rows, len(inputs.clips), skipped, new, time.perf_counter() - start), file=sys.stderr)
+    print(f"label: rows in {out / shards.LABELS_FILE}", file=sys.stderr)
+    return 1 if inputs.problems or any(r.get("error") for r in rows) else 0
