@@ -58,6 +58,17 @@ def test_every_dataset_is_registered_with_a_card() -> None:
         assert (CARDS / f"{DATASETS.get(name).card}.md").exists(), name
 
 
+def test_cards_name_every_loader_option_and_say_what_is_verified() -> None:
+    import inspect
+
+    for name in EXPECTED:
+        loader = DATASETS.get(name)
+        card = (CARDS / f"{loader.card}.md").read_text()
+        assert "Verified against public files" in card and "Still a guess" in card, name
+        for option in list(inspect.signature(loader).parameters)[1:]:
+            assert f"{option}=" in card or f"`{option}`" in card, f"{name}: option {option} not on its card"
+
+
 def test_mer2025_track1_and_captions(tmp_path: Path) -> None:
     _touch(tmp_path, "video/s1.mp4", "audio/s1.wav", "video/s2.mp4")
     _text(tmp_path, "subtitle_chieng.csv", "name,chinese,english\ns1,你好,Hello there\ns2,,\n")
