@@ -1,10 +1,12 @@
-"""Report figures: training curves from ``metrics.jsonl`` and reliability diagrams."""
+"""Report figures and the evaluation report: training curves from ``metrics.jsonl``, reliability diagrams,
+confusion matrices, per-AU F1 bars, grouped bars (EW-F by modality present), and ``report.md`` of an eval run."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def plot_curves(out: Path, keys: Sequence[str] | None = None) -> list[Path]:
@@ -69,3 +71,152 @@ def reliability_plot(curves: dict[str, tuple[list[float], list[bool]]], path: Pa
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_plot(gold: Sequence[str], pred: Sequence[str], classes: Sequence[str], path: Path,
+                   title: str = "") -> None:
+    """Row-normalised confusion matrix (gold rows, predicted columns, counts written in the cells); predictions
+    outside ``classes`` get a last column of their own."""
+    plt = _pyplot()
+    cols = list(classes) + sorted({p for p in pred if p not in classes})
+    counts = [[sum(1 for g, p in zip(gold, pred, strict=True) if g == r and p == c) for c in cols] for r in classes]
+    shares = [[v / max(sum(row), 1) for v in row] for row in counts]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(cols), 1.0 + 0.6 * len(classes)))
+    ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i, row in enumerate(counts):
+        for j, v in enumerate(row):
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if shares[i][j] > 0.5 else "black")
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), list(classes))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def bar_plot(series: dict[str, dict[str, float | None]], path: Path, ylabel: str, title: str = "") -> None:
+    """Grouped bars: one group per key of the inner dicts, one bar per series (model, oracle, ...); None is 0."""
+    plt = _pyplot()
+    keys = list(dict.fromkeys(k for values in series.values() for k in values))
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(keys) * max(len(series), 1)), 4))
+    for s, (name, values) in enumerate(series.items()):
+        xs = [k + (s - (len(series) - 1) / 2) * width for k in range(len(keys))]
+        ax.bar(xs, [values.get(k) or 0.0 for k in keys], width, label=name)
+    tilt = len(keys) > 6
+    ax.set_xticks(range(len(keys)), keys, rotation=45 if tilt else 0, ha="right" if tilt else "center")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+CALIBRATION_PREFIXES = ("ece", "brier", "auroc", "selective")
+
+
+def _fmt(v: Any) -> str:
+    return "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def task_plots(task: str, result: dict[str, Any], records: Sequence[dict[str, Any]], plots: Path,
+               calibrated: bool) -> list[tuple[str, Path]]:
+    """The figures of one task (which ones depends on its metrics, classes and breakdowns): (caption, path)."""
+    from ..metrics import au_f1
+
+    metrics = list(result["metrics"])
+    out: list[tuple[str, Path]] = []
+    scored = [r for r in records if r["correct"] is not None]
+    if scored and any(m.startswith(CALIBRATION_PREFIXES) for m in metrics):
+        correct = [r["correct"] for r in scored]
+        curves = {"stated (before the map)": ([r["confidence_raw"] or 0.0 for r in scored], correct)}
+        if calibrated:
+            curves["calibrated (after the map)"] = ([r["confidence"] or 0.0 for r in scored], correct)
+        path = plots / f"{task}-reliability.png"
+        reliability_plot(curves, path)
+        out.append(("Reliability diagram" + ("" if calibrated else " (the model has no calibration map)"), path))
+    classified = [r for r in records if r["gold_class"] is not None]
+    if classified and result["classes"]:
+        path = plots / f"{task}-confusion.png"
+        confusion_plot([r["gold_class"] for r in classified], [r["pred_class"] for r in classified],
+                       result["classes"], path, task)
+        out.append(("Confusion matrix (rows: gold, normalised)", path))
+    with_aus = [r for r in records if r["gold_aus"]]
+    if with_aus and any(m.startswith("au_f1") for m in metrics):
+        per_au = au_f1([r["aus"] for r in with_aus], [r["gold_aus"] for r in with_aus])["per_au"]
+        path = plots / f"{task}-au_f1.png"
+        bar_plot({"model": per_au}, path, "F1", f"{task}: per-AU F1")
+        out.append(("Per-AU F1", path))
+    groups = result["breakdowns"].get("modality")
+    if groups:
+        metric = next((m for m in metrics if m.startswith("ew_")), metrics[0])
+        path = plots / f"{task}-modality.png"
+        series = {"model": {k: v[metric] for k, v in groups.items()}}
+        for system, breakdown in result.get("reference_breakdowns", {}).items():
+            if system in ("oracle", "keyword baseline") and metric in next(iter(breakdown["modality"].values()), {}):
+                series[system] = {k: v[metric] for k, v in breakdown["modality"].items()}
+        bar_plot(series, path, metric, f"{task}: {metric} by modality present")
+        out.append((f"{metric} by modality present", path))
+    return out
+
+
+def _metric_table(result: dict[str, Any]) -> list[str]:
+    refs = result.get("references", {})
+    head = ["metric", "model", "95% interval", "n", *refs]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name, m in result["metrics"].items():
+        arrow = "↑" if result["higher_is_better"][name] else "↓"
+        cells = [f"{name} {arrow}", _fmt(m["value"]), f"[{_fmt(m['low'])}, {_fmt(m['high'])}]", str(m["n"])]
+        lines.append("| " + " | ".join(cells + [_fmt(refs[r].get(name)) for r in refs]) + " |")
+    return lines
+
+
+def _breakdown_tables(result: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for name, groups in result["breakdowns"].items():
+        metrics = list(result["metrics"])
+        lines += ["", f"By {name}:", "", "| group | n | " + " | ".join(metrics) + " |",
+                  "|" + " --- |" * (len(metrics) + 2)]
+        lines += [f"| {k} | {v['n']} | " + " | ".join(_fmt(v[m]) for m in metrics) + " |" for k, v in groups.items()]
+    return lines
+
+
+def write_report(results: dict[str, Any], records_by_task: dict[str, Sequence[dict[str, Any]]], out: Path) -> Path:
+    """``out/report.md`` with a table per task (model, 95% interval, reference systems) and its figures in
+    ``out/plots/``."""
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    model = results["model"]
+    lines = [f"# Evaluation of {model.get('name')}", "",
+             f"Fingerprint `{model.get('fingerprint')}`; calibration map: "
+             f"{'applied' if model.get('calibrated') else 'none'}; clips per task: "
+             f"{results.get('limit') or 'all'}. Intervals: percentile bootstrap (seeded).", ""]
+    for task, result in results["tasks"].items():
+        boot = result["bootstrap"]
+        lines += [f"## {task}", "", result["description"] or "", "",
+                  f"{result['n']} clips ({result['errors']} errors), split `{result['split']}`, "
+                  f"taxonomy `{result['taxonomy']['name']}`, {boot['resamples']} resamples "
+                  f"(confidence {boot['confidence']}, seed {boot['seed']}).", ""]
+        lines += _metric_table(result) + _breakdown_tables(result)
+        for caption, path in task_plots(task, result, records_by_task.get(task, []), plots,
+                                        bool(model.get("calibrated"))):
+            lines += ["", f"![{caption}](plots/{path.name})", f"*{caption}*"]
+        lines.append("")
+    target = out / "report.md"
+    from ..jsonl import write_text
+
+    write_text(target, "\n".join(lines) + "\n")
+    return target
