@@ -83,6 +83,17 @@ class _IntermixedParser(argparse.ArgumentParser):
             self._inner = False
 
 
+def _eval(a: argparse.Namespace) -> int:
+    from .serve.evaluate import compare_main, evaluate_main
+
+    if a.compare:
+        return compare_main(*a.compare, resamples=a.resamples)
+    if not (a.model and a.tasks and a.out):
+        raise ValueError("eval needs --model DIR --tasks NAME|PATH ... --out OUT (or --compare OUT1 OUT2)")
+    return evaluate_main(a.model, a.tasks, a.out, limit=a.limit, batch_size=a.batch_size, wheel_dir=a.wheel_dir,
+                         device=a.device, dtype=a.dtype)
+
+
 def _add(sub: Any, name: str, help_text: str, fn: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text, description=help_text)
     parser.set_defaults(func=fn)
@@ -138,6 +149,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", help="recipe YAML, e.g. recipes/tiny/sft.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="recipe overrides, e.g. data.manifest=M output_dir=O trainer.max_steps=3")
+
+    p = _add(sub, "eval", "Score a trained model on evaluation tasks (eval/tasks/*.yaml): results.json with seeded "
+             "bootstrap intervals, per-sample predictions, report.md with plots; --compare sets two runs side by "
+             "side.", _eval)
+    p.add_argument("--model", help="model directory (a training stage's output_dir)")
+    p.add_argument("--tasks", nargs="+", metavar="NAME|PATH", help="shipped task names (eval/tasks/) or YAML files")
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--limit", type=int, default=None, help="at most N clips per task (seeded draw)")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per generate call (default: 8)")
+    p.add_argument("--wheel-dir", default=None, help="MER emotion-wheel tables for every task (default: the task's)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the GPU when there is one)")
+    p.add_argument("--dtype", default=None, help="weights' dtype (default: the saved config's)")
+    p.add_argument("--compare", nargs=2, metavar=("OUT1", "OUT2"), help="compare two eval output folders")
+    p.add_argument("--resamples", type=int, default=None, help="paired-bootstrap resamples for --compare "
+                   "(default: the tasks')")
 
     metric = _add(sub, "metric", "Score predictions with the project's metrics.", lambda a: 2)
     msub = metric.add_subparsers(dest="metric_command", required=True, metavar="SUBCOMMAND")
