@@ -1,208 +1,294 @@
 """Stage 2: GRPO with emotion-wheel, AU, format and length rewards (a thin subclass of TRL's ``GRPOTrainer``).
 
-TRL 1.16 carries images only, so :class:`AffectGRPOTrainer` overrides the four places where media matter:
+The algorithm is TRL's GRPO, untouched; the recipes choose its variant. The shipped recipes run DAPO-style GRPO:
+``loss_type: dapo`` (token-level normalisation over the whole batch), ``scale_rewards: group`` (each completion's
+advantage is its reward minus its group's mean, over the group's std), ``num_generations`` 4 (tiny, SmolLM2) or 8
+(7B) completions per clip at ``temperature`` 1.0, and one optimizer step per generation batch, so the importance
+ratio is 1 and training is on-policy. ``beta: 0.0`` (tiny, SmolLM2: no reference model, no KL) or ``beta: 0.04``
+with the clip-higher range ``epsilon`` 0.2 / ``epsilon_high`` 0.28 (7B: k3 KL to the adapters-off model under
+LoRA). The reward is the weighted sum of the recipe's rewards (``reward_weights``).
 
-* ``_tokenize_prompts``: builds each row's prompt from its clip (placeholders for the media it has) and processes
-  the media once per unique clip of the generation batch (a GRPO group shares one clip: ``clip_ids``);
-* ``_generate_and_score_completions``: afterwards attaches per-row media to the batch so TRL's split/shuffle keeps
-  them aligned with the rows (encoder *features* when the encoders are frozen, so the loss never re-encodes);
-  adds parse-failure rate and labels per answer to the logs;
-* ``_get_per_token_logps_and_entropies``: feeds those media to the policy and the reference model;
-* ``_compute_loss``: points the log-prob computation at the media of the micro-batch it scores.
+TRL 1.16 carries images only, so :class:`AffectGRPOTrainer` overrides the four places where media matter, each
+pinned to the TRL lines it mirrors (a TRL bump is then a reviewable diff):
+
+* ``_tokenize_prompts`` (mirrors trl==1.16.0 trl/trainer/grpo_trainer.py:1684): the dataset prompts are already the
+  chat-templated text with the placeholders of the clip's media; they go through the processor with the media of
+  their clips, each clip processed (and its frozen towers encoded) once per generation batch;
+* ``_generate_and_score_completions`` (:2324): names the batch's clips for ``_tokenize_prompts`` and attaches the
+  per-row media and ids to TRL's batch, so its shuffle and split keep them aligned with the rows;
+* ``_compute_loss`` (:3020): scores a micro-batch with its own media and records its ids (``last_loss_ids``);
+* ``_get_per_token_logps_and_entropies`` (:1419): TRL's own implementation (fused LM head, ``cast_lm_head_to_fp32``,
+  entropy with gradient, MoE aux loss) per chunk, with the chunk's media as extra model inputs.
+
+Rows travel by clip id: the dataset holds ``prompt``, ``id``, ``question`` and the reward columns; the trainer keeps
+an id -> :class:`~affectllm.types.Clip` index.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import is_peft_model
 from trl import GRPOConfig, GRPOTrainer
-from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
 from ..config import Recipe
-from ..data.manifest import clip_to_row, row_to_clip, select_clips
-from ..data.prompts import QUESTIONS, messages, reward_columns
-from ..inputs.collate import build_prompt_inputs
+from ..data.manifest import select_clips
+from ..data.prompts import QUESTIONS
+from ..inputs.collate import build_prompt_inputs, media_kwargs, present_modalities
 from ..inputs.store import ClipStore
-from ..model.configuration import FEATURE_INPUT_NAMES, MEDIA_INPUT_NAMES
 from ..parsing import completion_text, parse_completion
 from ..rewards import make_reward
-from ..types import Clip
+from ..rewards.common import reward_columns
+from ..types import MODALITY_TABLE, Clip
 from .callbacks import MetricsLogger, NonFiniteGuard
 from .stage import run_stage, trainable
 
 log = logging.getLogger("affectllm.train")
 MEDIA_PREFIX = "affect_media_"
+IDS_COLUMN = "affect_ids"
+# Model keyword (raw media or cached tower output) -> modality.
+_KEYWORD_MODALITY: dict[str, str] = {
+    **{m.model_input: m.name for m in MODALITY_TABLE},
+    **{m.feature_input: m.name for m in MODALITY_TABLE if m.feature_input},
+}
+
+
+def encode_frozen(policy: Any, fields: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Replace the raw media of frozen towers by their encoder outputs (``[u, l, d]``), once per unique clip.
+
+    Generation and every later log-prob pass then reuse them: a clip is encoded once per step. Trainable towers
+    (and the AU encoder, which always trains) keep raw media, so they get gradients in the loss.
+
+    Args:
+        policy: the unwrapped model (no PEFT, no DDP).
+        fields: processor output without ``input_ids``/``attention_mask`` (media ``[u, ...]``, ``<m>_index``).
+        device: where the towers run.
+    """
+    out = dict(fields)
+    for m in MODALITY_TABLE:
+        if m.model_input not in fields or m.feature_input is None:
+            continue
+        if not any(p.requires_grad for p in policy.model.encoders[m.name].parameters()):
+            out[m.feature_input] = policy.encode_media(m.name, fields[m.model_input].to(device)).detach()
+            del out[m.model_input]
+    return out
+
+
+@dataclass
+class GroupMedia:
+    """The media of a batch, one entry per row, so TRL's shuffle and split can carry them with the rows.
+
+    Attributes:
+        ids: clip id per row ``[B]`` (rows of one GRPO group share it).
+        values: model keyword (``pixel_values_videos``, ``video_features`` ...) -> ``[B, ...]`` (zeros where a row
+            lacks the modality).
+        has: model keyword -> ``[B]`` bool, whether the row has it.
+    """
+
+    ids: list[str]
+    values: dict[str, torch.Tensor]
+    has: dict[str, torch.Tensor]
+
+    @classmethod
+    def expand(cls, ids: Sequence[str], fields: dict[str, torch.Tensor], present: Sequence[Sequence[str]],
+               device: torch.device) -> GroupMedia:
+        """Per-row media from the processor's per-clip media (``[u, ...]`` plus ``<m>_index`` ``[r]``)."""
+        values, has = {}, {}
+        for key, modality in _KEYWORD_MODALITY.items():
+            if key not in fields:
+                continue
+            clip_values = fields[key].to(device)
+            index = fields.get(f"{modality}_index")
+            index = index.to(device) if index is not None else torch.arange(clip_values.shape[0], device=device)
+            rows = torch.tensor([modality in p for p in present], device=device)
+            full = clip_values.new_zeros((len(present), *clip_values.shape[1:]))
+            full[rows] = clip_values[index]
+            values[key], has[key] = full, rows
+        return cls(list(ids), values, has)
+
+    def columns(self) -> dict[str, Any]:
+        """Entries for TRL's batch dict (``affect_media_<keyword>``, ``..._has``, ``affect_ids``)."""
+        out: dict[str, Any] = {IDS_COLUMN: list(self.ids)}
+        for key, value in self.values.items():
+            out[f"{MEDIA_PREFIX}{key}"] = value
+            out[f"{MEDIA_PREFIX}{key}_has"] = self.has[key]
+        return out
+
+    @classmethod
+    def from_columns(cls, batch: dict[str, Any]) -> GroupMedia:
+        """The media of a (shuffled, split) batch made by :meth:`columns`."""
+        keys = [k for k in _KEYWORD_MODALITY if f"{MEDIA_PREFIX}{k}" in batch]
+        return cls(list(batch[IDS_COLUMN]), {k: batch[f"{MEDIA_PREFIX}{k}"] for k in keys},
+                   {k: batch[f"{MEDIA_PREFIX}{k}_has"] for k in keys})
+
+    def slice(self, start: int, end: int, dedup: bool = True) -> dict[str, torch.Tensor]:
+        """Model keyword arguments carrying the media of rows ``start:end``.
+
+        With ``dedup``, rows of the chunk that share a clip get its media once plus ``<m>_index`` (the model
+        encodes and projects each clip once); without, every row brings its own copy.
+        """
+        kwargs: dict[str, torch.Tensor] = {}
+        for key, value in self.values.items():
+            rows = self.has[key][start:end].nonzero().flatten().tolist()
+            if not rows:
+                continue
+            chunk = value[start:end]
+            if not dedup:
+                kwargs[key] = chunk[rows]
+                continue
+            ids = [self.ids[start + r] for r in rows]
+            first = {i: n for n, i in reversed(list(enumerate(ids)))}
+            unique = list(dict.fromkeys(ids))
+            kwargs[key] = chunk[[rows[first[i]] for i in unique]]
+            kwargs[f"{_KEYWORD_MODALITY[key]}_index"] = torch.tensor([unique.index(i) for i in ids],
+                                                                     device=value.device)
+        return kwargs
 
 
 class AffectGRPOTrainer(GRPOTrainer):
     """GRPO over video, audio, face and AU inputs; see the module docstring for what is overridden and why.
 
-    ``dedup_media`` (recipe ``grpo.dedup_media``, default true) processes and encodes each clip once per
-    generation batch; false processes every row's media on its own (same results, G x the encoder work: a baseline
-    for ``bench/grpo.py``).
+    Args:
+        clip_store: where the clips' media come from.
+        clips: the clips of the training rows (looked up by the rows' ``id``).
+        dedup_media: process and encode each clip once per generation batch (recipe ``grpo.dedup_media``); false
+            processes every row's media on its own (same results, G x the encoder work: a baseline for
+            ``bench/grpo.py``, which flips the attribute between steps).
+        *args, **kwargs: passed to ``GRPOTrainer``.
     """
 
-    dedup_media: bool = True
-
-    def __init__(self, *args: Any, clip_store: ClipStore, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, clip_store: ClipStore, clips: Sequence[Clip], dedup_media: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.clip_store = clip_store
-        self._rows: list[dict[str, Any]] = []
-        self._row_media: dict[str, torch.Tensor] = {}
-        self._logp_media: dict[str, torch.Tensor] = {}
-        self._is_features: dict[str, bool] = {}
-        self.last_ids: list[str] = []
+        self.clips: dict[str, Clip] = {c.id: c for c in clips}
+        self.dedup_media = dedup_media
+        self.last_loss_ids: list[str] = []
+        # Set by _generate_and_score_completions for _tokenize_prompts: TRL passes the latter the prompts only.
+        self._batch_ids: list[str] = []
+        # The media the log-prob pass scores: the generation batch's, or the micro-batch's inside _compute_loss.
+        self._scoring: GroupMedia | None = None
 
-    # -- media per batch -------------------------------------------------------------------------------------
     def _policy(self) -> Any:
         model = self.accelerator.unwrap_model(self.model)
-        return model.get_base_model() if hasattr(model, "get_base_model") else model
+        return model.get_base_model() if is_peft_model(model) else model
 
     def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict[str, torch.Tensor]]:
-        rows = self._rows
-        if len(rows) != len(prompts):
-            raise RuntimeError(f"internal: {len(prompts)} prompts for {len(rows)} rows")
-        clips = [row_to_clip(json.loads(r["clip"]), "") for r in rows]
-        self.last_ids = [c.id for c in clips]
+        """mirrors trl==1.16.0 trl/trainer/grpo_trainer.py:1684 _tokenize_prompts, with each row's clip media."""
+        if len(self._batch_ids) != len(prompts):
+            raise RuntimeError(f"internal: {len(prompts)} prompts for {len(self._batch_ids)} clip ids")
+        clips = [self.clips[i] for i in self._batch_ids]
         policy = self._policy()
         allowed = policy.config.enabled_modalities()
-        built = build_prompt_inputs(self.processing_class, self.clip_store, clips, [r["question"] for r in rows],
-                                    allowed, dedup=self.dedup_media)
-        enc, present = built.inputs, built.present
+        decoded = [self.clip_store.get(c) for c in clips]
+        present = [present_modalities(d, allowed) for d in decoded]
+        enc = self.processing_class(list(prompts), clip_ids=list(self._batch_ids) if self.dedup_media else None,
+                                    **media_kwargs(decoded, present))
         prompt_ids = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
         fields = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
-        fields = self._encode_frozen(policy, fields)
-        self._row_media = self._expand_per_row(fields, present)
+        fields = encode_frozen(policy, fields, self.accelerator.device)
+        self._scoring = GroupMedia.expand(self._batch_ids, fields, present, self.accelerator.device)
         return prompt_ids, None, fields
 
-    def _encode_frozen(self, policy: Any, fields: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Replace the raw media of frozen towers by their encoder outputs, computed once per unique clip.
-
-        Generation (``video_features`` ...) and every later log-prob pass then reuse them: a clip is encoded once
-        per step. Trainable encoders (and the AU encoder, which always trains) keep raw media, so they get
-        gradients in the loss.
-        """
-        self._is_features = {}
-        out = dict(fields)
-        for m, name in MEDIA_INPUT_NAMES.items():
-            if name not in fields:
-                continue
-            encoder = policy.model.encoders[m]
-            frozen = m in FEATURE_INPUT_NAMES and not any(p.requires_grad for p in encoder.parameters())
-            self._is_features[m] = frozen
-            if frozen:
-                values = fields[name].to(self.accelerator.device)
-                out[FEATURE_INPUT_NAMES[m]] = policy.encode_media(m, values).detach()
-                del out[name]
-        return out
-
-    def _expand_per_row(self, fields: dict[str, torch.Tensor], present: list[list[str]]) -> dict:
-        """Per-row media ``[B, ...]`` (zeros where a row lacks the modality) plus a presence mask per modality."""
-        out: dict[str, torch.Tensor] = {}
-        n = len(present)
-        for m, name in MEDIA_INPUT_NAMES.items():
-            key = FEATURE_INPUT_NAMES[m] if self._is_features.get(m) else name
-            if key not in fields:
-                continue
-            values = fields[key].to(self.accelerator.device)
-            index = fields.get(f"{m}_index")
-            index = index.to(values.device) if index is not None else torch.arange(values.shape[0],
-                                                                                    device=values.device)
-            has = torch.tensor([m in p for p in present], device=values.device)
-            full = values.new_zeros((n, *values.shape[1:]))
-            full[has] = values[index]
-            out[f"{MEDIA_PREFIX}{m}"] = full
-            out[f"{MEDIA_PREFIX}{m}_has"] = has
-        return out
-
-    def _media_inputs(self, media: dict[str, torch.Tensor], start: int, end: int) -> dict[str, Any]:
-        """Model keyword arguments carrying the media of rows ``start:end``."""
-        kwargs: dict[str, Any] = {}
-        for m, name in MEDIA_INPUT_NAMES.items():
-            key = f"{MEDIA_PREFIX}{m}"
-            if key not in media:
-                continue
-            has = media[f"{key}_has"][start:end]
-            if bool(has.any()):
-                chunk = media[key][start:end][has]
-                kwargs[FEATURE_INPUT_NAMES[m] if self._is_features.get(m) else name] = chunk
-        return kwargs
-
-    # -- TRL hooks ---------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        self._rows = inputs
-        self._logp_media = {}
-        output = super()._generate_and_score_completions(inputs)
-        output.update(self._row_media)
-        self._log_parse_stats(output)
+        """mirrors trl==1.16.0 trl/trainer/grpo_trainer.py:2324 _generate_and_score_completions, plus media/ids."""
+        self._batch_ids = [row["id"] for row in inputs]
+        try:
+            output = super()._generate_and_score_completions(inputs)
+            media = self._scoring
+        finally:
+            self._scoring = None
+        output.update(media.columns())
         return output
 
-    def _log_parse_stats(self, output: dict[str, Any]) -> None:
-        mode = "train" if self.model.training else "eval"
-        texts = self.processing_class.batch_decode(output["completion_ids"], skip_special_tokens=True)
-        preds = [parse_completion(completion_text(t)) for t in texts]
-        self._metrics[mode]["affect/parse_failure_rate"].append(
-            sum(not p.format_ok for p in preds) / max(len(preds), 1))
-        self._metrics[mode]["affect/labels_per_answer"].append(sum(len(p.labels) for p in preds) / max(len(preds), 1))
-
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
-        self._logp_media = {k: v for k, v in inputs.items() if k.startswith(MEDIA_PREFIX)}
+        """mirrors trl==1.16.0 trl/trainer/grpo_trainer.py:3020 _compute_loss, on the micro-batch's own media."""
+        self.last_loss_ids = list(inputs[IDS_COLUMN])
+        self._scoring = GroupMedia.from_columns(inputs)
         try:
             return super()._compute_loss(model, inputs)
         finally:
-            self._logp_media = {}
+            self._scoring = None
 
     def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                                            logits_to_keep: int, batch_size: int | None = None,
                                            compute_entropy: bool = False, compute_aux_loss: bool = False,
-                                           **_: Any) -> tuple[torch.Tensor, torch.Tensor | None, None]:
-        """Per-token log-probs ``[b, c]`` (and entropies) of the completion tokens, media included."""
-        media = self._logp_media or self._row_media
+                                           **image_inputs: Any) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                                         torch.Tensor | None]:
+        """mirrors trl==1.16.0 trl/trainer/grpo_trainer.py:1419 _get_per_token_logps_and_entropies: TRL's own code
+        per chunk, the chunk's media bound as extra model inputs.
+
+        Returns:
+            log-probs ``[b, c]`` of the completion tokens, entropies ``[b, c]`` (or None), MoE aux loss (or None).
+        """
+        given = sorted(k for k, v in image_inputs.items() if v is not None)
+        if given:
+            raise ValueError(f"image inputs ({', '.join(given)}) are not supported: media travel as clips")
+        media = self._scoring
+        if media is None or len(media.ids) != input_ids.size(0):
+            raise RuntimeError(f"internal: no media for these {input_ids.size(0)} rows")
         batch_size = batch_size or input_ids.size(0)
-        all_logps, all_entropies = [], []
+        logps, entropies, aux = [], [], []
         for start in range(0, input_ids.size(0), batch_size):
             end = min(start + batch_size, input_ids.size(0))
-            ids = input_ids[start:end]
-            with self.accelerator.autocast():
-                logits = model(input_ids=ids, attention_mask=attention_mask[start:end],
-                               logits_to_keep=logits_to_keep + 1, use_cache=False,
-                               **self._media_inputs(media, start, end)).logits
-            logits = logits[:, :-1, :][:, -logits_to_keep:] / self.temperature  # [b, c, V]
-            all_logps.append(selective_log_softmax(logits, ids[:, -logits_to_keep:]))
-            if compute_entropy:
-                with torch.no_grad():
-                    all_entropies.append(entropy_from_logits(logits))
-        entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
-        return torch.cat(all_logps, dim=0), entropies, None
+            bound = functools.partial(model, **media.slice(start, end, self.dedup_media))
+            out = super()._get_per_token_logps_and_entropies(
+                bound, input_ids[start:end], attention_mask[start:end], logits_to_keep, batch_size=end - start,
+                compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss)
+            logps.append(out[0])
+            entropies.append(out[1])
+            aux.append(out[2])
+        return (torch.cat(logps), torch.cat(entropies) if compute_entropy else None,
+                torch.stack(aux).mean() if compute_aux_loss else None)
 
 
-def grpo_rows(clips: list[Clip], question: str) -> list[dict[str, Any]]:
-    """Dataset rows: a conversational prompt (placeholders are added per clip at tokenization) + reward columns."""
-    rows = []
+def grpo_rows(clips: Sequence[Clip], question: str, processor: Any, store: ClipStore,
+              modalities: Sequence[str]) -> list[dict[str, Any]]:
+    """Dataset rows: the prompt the model sees (chat-templated, placeholders of the media each clip turned out to
+    have), the clip id, the question and the reward columns; clips without labels are skipped."""
+    labelled = [c for c in clips if reward_columns(c)["labels"]]
     for clip in clips:
-        cols = reward_columns(clip)
-        if not cols["labels"]:
+        if not reward_columns(clip)["labels"]:
             log.warning("clip %s has no labels; skipped", clip.id)
-            continue
-        rows.append({"prompt": messages([], clip.transcript, question=question), "id": clip.id,
-                     "clip": json.dumps(clip_to_row(clip)), "question": question, **cols})
-    if not rows:
+    if not labelled:
         raise ValueError("no clip has labels to reward")
-    return rows
+    built = build_prompt_inputs(processor, store, labelled, [question] * len(labelled), modalities, process=False)
+    return [{"prompt": text, "id": clip.id, "question": question, **reward_columns(clip)}
+            for text, clip in zip(built.texts, labelled)]
 
 
-def reward_functions(recipe: Recipe) -> tuple[list[Any], list[float]]:
-    """The recipe's rewards, options bound (a bad option fails here, before training), and their weights."""
-    funcs = [make_reward(r.name, **r.kwargs) for r in recipe.rewards]
-    return funcs, [float(r.weight) for r in recipe.rewards]
+def parse_stats(completions: Sequence[Any], log_metric: Any) -> None:
+    """Log the parse-failure rate and labels per answer of a batch's completions through TRL's ``log_metric``."""
+    preds = [parse_completion(completion_text(c)) for c in completions]
+    n = max(len(preds), 1)
+    log_metric("affect/parse_failure_rate", sum(not p.format_ok for p in preds) / n)
+    log_metric("affect/labels_per_answer", sum(len(p.labels) for p in preds) / n)
 
 
-def log_names(names: list[str]) -> list[str]:
-    """Recipe reward names made unique for the logs (``format``, ``format_2``): TRL would log function names."""
+def named_reward(fn: Any, name: str, log_parse_stats: bool = False) -> Any:
+    """``fn`` as a function named ``name`` (TRL logs rewards by the name of the function a partial wraps).
+
+    With ``log_parse_stats`` it also logs :func:`parse_stats`: TRL flushes ``log_metric`` values once per
+    generation batch, after the rewards ran, so a reward is where batch metrics go in on time.
+    """
+
+    def reward_fn(completions: list[Any], **kwargs: Any) -> list[float | None]:
+        if log_parse_stats and "log_metric" in kwargs:
+            parse_stats(completions, kwargs["log_metric"])
+        return fn(completions, **kwargs)
+
+    reward_fn.__name__ = reward_fn.__qualname__ = name
+    return reward_fn
+
+
+def log_names(names: Sequence[str]) -> list[str]:
+    """Recipe reward names made unique for the logs (``format``, ``format_2``)."""
     seen: dict[str, int] = {}
     out = []
     for name in names:
@@ -211,32 +297,51 @@ def log_names(names: list[str]) -> list[str]:
     return out
 
 
-def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
-                  trainer_cls: type[AffectGRPOTrainer] = AffectGRPOTrainer) -> AffectGRPOTrainer:
-    """The configured trainer (shared by GRPO and the calibration stage)."""
-    from datasets import Dataset
+def reward_functions(recipe: Recipe) -> tuple[list[Any], list[float]]:
+    """The recipe's rewards, options bound (a bad option fails here, before training), unique names, weights."""
+    names = log_names([r.name for r in recipe.rewards])
+    funcs = [named_reward(make_reward(r.name, **r.kwargs), name, log_parse_stats=i == 0)
+             for i, (r, name) in enumerate(zip(recipe.rewards, names))]
+    return funcs, [float(r.weight) for r in recipe.rewards]
 
-    question = QUESTIONS[recipe.task]
-    clips = select_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
-    train = Dataset.from_list(grpo_rows(clips, question))
-    funcs, weights = reward_functions(recipe)
+
+def grpo_args(recipe: Recipe, out: Path, media_token_ids: Sequence[int], weights: Sequence[float]) -> GRPOConfig:
+    """TRL's config from the recipe; the media placeholders are added to any ``generation_kwargs.suppress_tokens``
+    (a sampled placeholder would have no media behind it)."""
     defaults = {"logging_steps": 1, "report_to": ["tensorboard"], "seed": recipe.seed, "data_seed": recipe.seed,
                 "gradient_checkpointing": False}
-    suppress = {"suppress_tokens": sorted(model.config.media_token_ids.values())}
-    generation_kwargs = {**suppress, **(recipe.trainer.get("generation_kwargs") or {})}
+    generation_kwargs = dict(recipe.trainer.get("generation_kwargs") or {})
+    extra = generation_kwargs.get("suppress_tokens") or []
+    generation_kwargs["suppress_tokens"] = sorted({*media_token_ids, *extra})
     trainer_opts = {**defaults, **recipe.trainer, "generation_kwargs": generation_kwargs}
-    args = GRPOConfig(output_dir=str(out), **trainer_opts, reward_weights=weights, remove_unused_columns=False)
+    return GRPOConfig(output_dir=str(out), **trainer_opts, reward_weights=list(weights), remove_unused_columns=False)
+
+
+def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
+                  trainer_cls: type[AffectGRPOTrainer] = AffectGRPOTrainer) -> AffectGRPOTrainer:
+    """The configured trainer (shared by GRPO and the calibration stage).
+
+    Raises:
+        ValueError: ``use_vllm`` is set (vLLM generation does not carry media), or the tokenizer has no pad token.
+    """
+    from datasets import Dataset
+
+    funcs, weights = reward_functions(recipe)
+    args = grpo_args(recipe, out, list(model.config.media_token_ids.values()), weights)
+    if args.use_vllm:
+        raise ValueError(f"{recipe.stage}: trainer.use_vllm=true is not supported: vLLM generation would get the "
+                         "prompts without their video/audio/face/AU media; set trainer.use_vllm=false")
     if processor.tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token")
-    model = trainable(model, recipe)
+    clips = select_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
-    trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=train,
-                          processing_class=processor, clip_store=store)
-    trainer.dedup_media = recipe.grpo.dedup_media
-    trainer.reward_func_names = log_names([r.name for r in recipe.rewards])
-    guard = NonFiniteGuard(recipe.max_bad_steps, trainer)
+    rows = grpo_rows(clips, QUESTIONS[recipe.task], processor, store, model.config.enabled_modalities())
+    model = trainable(model, recipe)
+    trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
+                          processing_class=processor, clip_store=store, clips=clips,
+                          dedup_media=recipe.grpo.dedup_media)
     trainer.add_callback(MetricsLogger(out))
-    trainer.add_callback(guard)
+    trainer.add_callback(NonFiniteGuard(recipe.max_bad_steps, trainer))
     return trainer
 
 

@@ -1,0 +1,201 @@
+"""GRPO stage: log-probs through TRL's fused path, media per row, rows by clip id, build-time checks, training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from affectllm.config import RewardSpec, load_recipe
+from affectllm.registry import REWARDS
+from affectllm.train import grpo
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["trainer.per_device_train_batch_size=4", "trainer.num_generations=4", "trainer.logging_steps=1",
+        "trainer.save_steps=100", "trainer.report_to=[]", "eval.enabled=false", "init_from=null"]
+
+
+@REWARDS.register("test_text_length")
+def text_length(completions: list, **kwargs) -> list[float]:
+    """Characters of each completion: differs between completions of a group, so advantages are never all zero."""
+    return [float(len(str(c))) / 100 for c in completions]
+
+
+MIXED = {"ew00001": ("video",), "ew00002": ("video", "audio")}  # clip id -> media removed
+
+
+@pytest.fixture(scope="module")
+def mixed(emoworld, tmp_path_factory) -> Path:
+    """The EmoWorld manifest with mixed modalities (:data:`MIXED`: one clip without video, one text only)."""
+    rows = [json.loads(line) for line in emoworld.read_text().splitlines()]
+    for row in rows:
+        for key in ("video", "audio"):
+            if row.get(key):
+                row[key] = str(emoworld.parent / row[key])
+        for key in MIXED.get(row["id"], ()):
+            row.pop(key, None)
+    out = tmp_path_factory.mktemp("mixed") / "manifest.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+def grpo_recipe(manifest: Path, out: Path, *extra: str):
+    return load_recipe(ROOT / "recipes/tiny/grpo.yaml", [f"data.manifest={manifest}", f"output_dir={out}", *FAST,
+                                                         *extra])
+
+
+def build(recipe, out: Path) -> grpo.AffectGRPOTrainer:
+    from affectllm.train.stage import load_stage_model
+
+    model, processor = load_stage_model(recipe)
+    return grpo.build_trainer(recipe, model, processor, out)
+
+
+def rollout(trainer: grpo.AffectGRPOTrainer, n: int = 4, completion: int = 5) -> dict:
+    """A generation batch by hand: ``n`` rows of different clips (left-padded prompts), random completions of
+    different lengths (right-padded), zero advantages; media attached as ``_generate_and_score_completions`` does."""
+    by_id = {r["id"]: r for r in trainer.train_dataset}
+    rows = [by_id[f"ew0000{i}"] for i in range(n)]  # with audio only and text only among them (MIXED)
+    trainer._batch_ids = [r["id"] for r in rows]
+    prompt_ids, _, _ = trainer._tokenize_prompts([r["prompt"] for r in rows])
+    media, trainer._scoring = trainer._scoring, None
+    width = max(len(p) for p in prompt_ids)
+    pad = trainer.processing_class.tokenizer.pad_token_id
+    prompt = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids])
+    prompt_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids])
+    gen = torch.Generator().manual_seed(0)
+    completion_ids = torch.randint(10, 200, (n, completion), generator=gen)
+    completion_mask = torch.ones_like(completion_ids)
+    completion_mask[0, 3:] = 0
+    completion_ids[completion_mask == 0] = pad
+    return {"prompt_ids": prompt, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
+            "completion_mask": completion_mask, "advantages": torch.zeros(n),
+            "num_items_in_batch": completion_mask.sum(), **media.columns()}
+
+
+def forked_logps(trainer: grpo.AffectGRPOTrainer, batch: dict) -> torch.Tensor:
+    """The log-probs of the pre-fused override: full ``[b, c, V]`` logits, temperature, log-softmax, gather."""
+    media = grpo.GroupMedia.from_columns(batch)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    c = batch["completion_ids"].size(1)
+    with trainer.accelerator.autocast():
+        logits = trainer.model(input_ids=ids, attention_mask=mask, logits_to_keep=c + 1, use_cache=False,
+                               **media.slice(0, ids.size(0), dedup=False)).logits
+    logits = logits[:, :-1][:, -c:] / trainer.temperature
+    return logits.log_softmax(-1).gather(-1, ids[:, -c:, None]).squeeze(-1)
+
+
+def test_rows_carry_ids_and_the_prompt_the_model_sees(mixed, tmp_path):
+    trainer = build(grpo_recipe(mixed, tmp_path, "model.llm_mode=lora"), tmp_path)
+    data = trainer.train_dataset
+    assert "clip" not in data.column_names and {"prompt", "id", "question", "labels"} <= set(data.column_names)
+    by_id = {r["id"]: r["prompt"] for r in data}
+    full, no_video, text_only = by_id["ew00000"], by_id["ew00001"], by_id["ew00002"]
+    assert "<video>" in full and "<audio>" in full and "<|im_start|>assistant" in full
+    assert "<video>" not in no_video and "<audio>" in no_video
+    assert not any(m in text_only for m in ("<video>", "<audio>", "<face>", "<au>"))
+    assert trainer.clips["ew00002"].transcript in text_only
+
+
+def test_logps_through_trls_fused_path_equal_the_forked_ones(mixed, tmp_path):
+    # fp32 (no bf16 autocast): the fork's log-softmax ran in the autocast dtype, TRL's kernel runs in fp32
+    trainer = build(grpo_recipe(mixed, tmp_path, "model.llm_mode=lora", "model.train_encoders=false",
+                                "trainer.temperature=0.7", "trainer.bf16=false"), tmp_path)
+    trainer.model.eval()
+    batch = rollout(trainer)
+    assert batch[f"{grpo.MEDIA_PREFIX}video_features_has"].tolist() == [True, False, False, True]  # MIXED
+    assert f"{grpo.MEDIA_PREFIX}video_features" in batch  # frozen tower: features, encoded once
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    trainer._scoring = grpo.GroupMedia.from_columns(batch)
+    with torch.no_grad():
+        logps, entropies, aux = trainer._get_per_token_logps_and_entropies(
+            trainer.model, ids, mask, batch["completion_ids"].size(1), batch_size=3, compute_entropy=True)
+        reference = forked_logps(trainer, batch)
+    keep = batch["completion_mask"].bool()
+    torch.testing.assert_close(logps[keep], reference[keep], atol=1e-5, rtol=0)
+    assert entropies.shape == logps.shape and aux is None
+
+
+@pytest.mark.parametrize("coef", [0.0, 0.5])
+def test_entropy_bonus_has_a_gradient_and_loss_ids_are_recorded(mixed, tmp_path, coef):
+    trainer = build(grpo_recipe(mixed, tmp_path, "model.llm_mode=lora", f"trainer.entropy_coef={coef}"), tmp_path)
+    batch = rollout(trainer)
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train
+    loss = trainer._compute_loss(trainer.model, batch)  # zero advantages: only the entropy bonus has a gradient
+    loss.backward()
+    grads = [p.grad.abs().sum() for p in trainer.model.parameters() if p.grad is not None]
+    moved = float(torch.stack(grads).sum()) if grads else 0.0
+    assert (moved > 0) == (coef != 0), moved
+    assert trainer.last_loss_ids == batch[grpo.IDS_COLUMN] and trainer._scoring is None
+
+
+def test_group_media_dedup_slice_equals_per_row():
+    ids = ["a", "a", "b", "b", "c"]
+    values = torch.arange(5 * 3, dtype=torch.float).view(5, 3)
+    values[1], values[3] = values[0], values[2]  # rows of one clip carry the same media
+    has = torch.tensor([True, True, True, True, False])
+    media = grpo.GroupMedia(ids, {"au_features": values}, {"au_features": has})
+    for start, end in ((0, 5), (1, 4), (4, 5)):
+        per_row = media.slice(start, end, dedup=False)
+        deduped = media.slice(start, end, dedup=True)
+        if not has[start:end].any():
+            assert per_row == deduped == {}
+            continue
+        rows = deduped["au_features"][deduped["au_index"]]
+        torch.testing.assert_close(rows, per_row["au_features"])
+        assert deduped["au_features"].shape[0] == len(set(ids[start:end]) - {"c"})
+
+
+def test_rewards_get_unique_log_names_trl_reads():
+    from trl.trainer.utils import get_callable_name
+
+    recipe = load_recipe(ROOT / "recipes/tiny/grpo.yaml", ["data.manifest=unused.jsonl"])
+    recipe.rewards.append(RewardSpec(name="format", weight=0.1))
+    funcs, weights = grpo.reward_functions(recipe)
+    assert [get_callable_name(f) for f in funcs] == ["ew", "au", "format", "label_count_penalty", "format_2"]
+    assert weights[-1] == 0.1
+
+
+def test_recipe_suppress_tokens_add_to_the_media_placeholders(tmp_path):
+    recipe = load_recipe(ROOT / "recipes/tiny/grpo.yaml",
+                         ["data.manifest=unused.jsonl", "trainer.generation_kwargs={suppress_tokens: [7, 3]}"])
+    args = grpo.grpo_args(recipe, tmp_path, [3, 900, 901], [1.0] * len(recipe.rewards))
+    assert args.generation_kwargs["suppress_tokens"] == [3, 7, 900, 901]
+
+
+def test_use_vllm_is_refused_at_build(emoworld, tmp_path, tiny):
+    recipe = grpo_recipe(emoworld, tmp_path)
+    recipe.trainer["use_vllm"] = True
+    model, processor = tiny
+    with pytest.raises(ValueError, match="use_vllm"):
+        grpo.build_trainer(recipe, model, processor, tmp_path)
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_grpo_steps_train_the_projectors_and_lora(mixed, tmp_path):
+    recipe = grpo_recipe(mixed, tmp_path, "trainer.max_steps=2", "trainer.max_completion_length=12",
+                         "model.llm_mode=lora", "model.train_encoders=false", "trainer.learning_rate=0.01",
+                         "trainer.temperature=1.5")
+    recipe.rewards.append(RewardSpec(name="test_text_length", weight=1.0))
+    trainer = build(recipe, tmp_path)
+    names = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    before = snapshot(trainer.model)
+    trainer.train()
+    after = trainer.model.state_dict()
+    moved = {k for k, v in before.items() if not torch.equal(v, after[k])}
+    assert moved and moved <= names, sorted(moved - names)[:5]
+    assert any("lora_B" in n for n in moved) and any("projectors" in n for n in moved), sorted(moved)[:10]
+    logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    keys = set().union(*logged)
+    for key in ("rewards/ew/mean", "rewards/au/std", "rewards/test_text_length/mean", "affect/parse_failure_rate",
+                "affect/labels_per_answer", "frac_reward_zero_std", "entropy", "completions/mean_length"):
+        assert key in keys, (key, sorted(keys))
+    assert all("affect/parse_failure_rate" in row for row in logged if "loss" in row)  # logged every step
+    assert any("<audio>" in p for p in trainer._logs["prompt"])  # TRL logs the prompt the model saw
