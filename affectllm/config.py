@@ -2,8 +2,9 @@
 
 A recipe is YAML data validated against nested dataclasses: unknown keys and wrong types fail at load time with
 the key's dotted path. ``key=value`` overrides from the command line are applied on top (``trainer.max_steps=3``,
-``model.lora.r=8``). The ``trainer:`` block goes verbatim into TRL's ``SFTConfig``/``GRPOConfig``; it is checked
-against that class's fields here, so a typo fails before any model loads.
+``model.lora.r=8``). The ``trainer:`` block goes into TRL's ``SFTConfig``/``GRPOConfig`` over the house defaults
+(:func:`trainer_args`, the one builder of that config); it is built here, so a bad key or value fails before any
+model loads.
 """
 
 from __future__ import annotations
@@ -23,59 +24,111 @@ class RecipeError(ValueError):
     """A recipe (or an override) does not fit the schema; the message names the file and key."""
 
 
+def _help(text: str) -> dict[str, str]:
+    """Field metadata read by ``scripts/gen_recipe_docs.py`` (the docs table of every recipe option)."""
+    return {"help": text}
+
+
 @dataclass
 class LoraConfig:
-    """LoRA on the LLM only (PEFT). ``target_modules`` None = every linear layer of the LLM but the LM head."""
+    """``model.lora:``: LoRA adapters on the LLM only (PEFT), used when ``model.llm_mode`` is ``lora``."""
 
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] | None = None
+    r: int = field(default=16, metadata=_help("adapter rank"))
+    alpha: int = field(default=32, metadata=_help("LoRA scaling numerator (the update is scaled by alpha / r)"))
+    dropout: float = field(
+        default=0.05,
+        metadata=_help(
+            "dropout on the adapters' input; RL stages switch dropout off anyway (trainer.disable_dropout, default "
+            "true)"
+        ),
+    )
+    target_modules: list[str] | None = field(
+        default=None,
+        metadata=_help("module names that get adapters; null: every linear layer of the LLM except the LM head"),
+    )
 
 
 @dataclass
 class ModelConfig:
-    """What to build. A ``preset`` fills the defaults; any field set here overrides the preset.
+    """``model:``: what to build. A ``preset`` fills the defaults; any field set here overrides the preset.
 
-    ``llm``, ``vision``, ``audio``, ``face`` take a hub id or a local directory (real backbones), ``init_from`` of
+    ``llm``, ``vision``, ``audio``, ``face`` take a hub id or a local directory (real backbones); ``init_from`` of
     the recipe takes precedence (a previous stage's output directory).
     """
 
-    preset: str | None = "tiny"
-    llm: str | None = None
-    vision: str | None = None
-    audio: str | None = None
-    face: str | None = None
-    au_feature_dim: int | None = None
-    media_tokens: dict[str, int] = field(default_factory=dict)
-    pooling: dict[str, str] = field(default_factory=dict)
-    projector_depth: int | None = None
-    prefusion: bool | None = None
-    dtype: str = "float32"
-    attn_implementation: str = "sdpa"
-    train_encoders: bool = False
-    llm_mode: str = "lora"
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    preset: str | None = field(
+        default="tiny",
+        metadata=_help("tiny or smollm2-135m (docs/model.md); null: every part comes from the fields below"),
+    )
+    llm: str | None = field(default=None, metadata=_help("LLM backbone: hub id or local directory"))
+    vision: str | None = field(default=None, metadata=_help("video tower: hub id, local directory or none"))
+    audio: str | None = field(default=None, metadata=_help("audio tower: hub id, local directory or none"))
+    face: str | None = field(default=None, metadata=_help("face-crop tower: hub id, local directory or none"))
+    au_feature_dim: int | None = field(
+        default=None,
+        metadata=_help("width of the AU vectors from data prep (types.AU_FEATURE_DIM); null: the preset's"),
+    )
+    media_tokens: dict[str, int] = field(
+        default_factory=dict,
+        metadata=_help(
+            "modality -> LLM tokens per clip after pooling (e.g. {video: 16}); unset modalities keep the preset's"
+        ),
+    )
+    pooling: dict[str, str] = field(
+        default_factory=dict,
+        metadata=_help("modality -> pooler name (POOLERS registry); unset modalities keep the preset's"),
+    )
+    projector_depth: int | None = field(
+        default=None, metadata=_help("MLP layers of each projector into the LLM; null: the preset's")
+    )
+    prefusion: bool | None = field(
+        default=None,
+        metadata=_help("attention pre-fusion of video and audio tokens before the LLM; null: the preset's"),
+    )
+    dtype: str = field(
+        default="float32", metadata=_help("dtype the model is built or loaded in (float32, bfloat16, float16)")
+    )
+    attn_implementation: str = field(
+        default="sdpa",
+        metadata=_help("attention kernel of the LLM: sdpa, eager or flash_attention_2 (needs pip install '.[gpu]')"),
+    )
+    train_encoders: bool = field(
+        default=False,
+        metadata=_help(
+            "train the video/audio/face towers too (false: frozen; projectors, poolers, pre-fusion and the AU encoder "
+            "always train)"
+        ),
+    )
+    llm_mode: str = field(
+        default="lora", metadata=_help("how the LLM trains: lora (adapters, merged on save), full or frozen")
+    )
+    lora: LoraConfig = field(default_factory=LoraConfig, metadata=_help("LoRA options (llm_mode: lora)"))
 
 
 @dataclass
 class DataConfig:
-    """Where the clips come from and how they are turned into model inputs."""
+    """``data:``: where the clips come from and how they are turned into model inputs."""
 
-    manifest: str | None = None
-    eval_manifest: str | None = None
-    split: str | None = "train"
-    num_frames: int = 8
-    max_samples: int | None = None
-    feature_cache: str | None = None
+    manifest: str | None = field(default=None, metadata=_help("the training manifest (JSONL, DESIGN.md §3)"))
+    eval_manifest: str | None = field(
+        default=None, metadata=_help("manifest of the end-of-stage evaluation; null: data.manifest")
+    )
+    split: str | None = field(default="train", metadata=_help("split trained on; null: every clip"))
+    num_frames: int = field(default=8, metadata=_help("video frames sampled per clip"))
+    max_samples: int | None = field(
+        default=None, metadata=_help("clips of the split used, drawn with the recipe seed; null: all")
+    )
+    feature_cache: str | None = field(
+        default=None,
+        metadata=_help(
+            "folder of `affectllm data prep`: frames, face crops, AU vectors (and frozen-tower features); null: clips "
+            "are decoded live (no faces or AUs)"
+        ),
+    )
 
 
 SFT_TASKS: tuple[str, ...] = ("describe", "ov_labels", "single", "au", "brief")
 """The SFT tasks (their questions and targets are in :mod:`affectllm.data.prompts`)."""
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass
@@ -84,32 +137,43 @@ class SftOptions:
 
     mix: dict[str, float] = field(
         default_factory=lambda: {"describe": 0.5, "ov_labels": 0.25, "single": 0.15, "au": 0.1},
-        metadata=_help("task -> weight: each clip's SFT example is one task drawn with these weights (seeded); "
-                       f"tasks: {', '.join(SFT_TASKS)}"))
+        metadata=_help(
+            "task -> weight: each clip's SFT example is one task drawn with these weights (seeded); "
+            f"tasks: {', '.join(SFT_TASKS)}"
+        ),
+    )
     confidence: float = field(default=0.8, metadata=_help("the confidence written in SFT targets (0..1)"))
-    max_length: int = field(default=1024, metadata=_help("longest prompt + target in tokens; longer rows are cut "
-                                                         "from the end"))
+    max_length: int = field(
+        default=1024, metadata=_help("longest prompt + target in tokens; longer rows are cut from the end")
+    )
 
 
 @dataclass
 class GrpoOptions:
     """Stages 2 and 3 (``grpo:``): how rollouts are built."""
 
-    dedup_media: bool = field(default=True, metadata=_help(
-        "process and encode each clip once per generation batch (a group shares one clip); false encodes every "
-        "row (same results, G x the encoder work: a baseline for bench/grpo.py)"))
+    dedup_media: bool = field(
+        default=True,
+        metadata=_help(
+            "process and encode each clip once per generation batch (a group shares one clip); false encodes every "
+            "row (same results, G x the encoder work: a baseline for bench/grpo.py)"
+        ),
+    )
 
 
 @dataclass
 class CalibrateOptions:
     """Stage 3 (``calibrate:``): the post-hoc confidence map."""
 
-    posthoc: str = field(default="isotonic", metadata=_help("post-hoc map fitted after the GRPO part: isotonic, "
-                                                            "platt or none"))
-    posthoc_split: str = field(default="val", metadata=_help("split the post-hoc map is fitted on (never the "
-                                                             "evaluation split)"))
-    posthoc_samples: int | None = field(default=128, metadata=_help("clips of posthoc_split used for the fit "
-                                                                    "(null: all)"))
+    posthoc: str = field(
+        default="isotonic", metadata=_help("post-hoc map fitted after the GRPO part: isotonic, platt or none")
+    )
+    posthoc_split: str = field(
+        default="val", metadata=_help("split the post-hoc map is fitted on (never the evaluation split)")
+    )
+    posthoc_samples: int | None = field(
+        default=128, metadata=_help("clips of posthoc_split used for the fit (null: all)")
+    )
 
 
 @dataclass
@@ -117,44 +181,100 @@ class EvalOptions:
     """End-of-stage evaluation (``eval:``), on held-out clips."""
 
     enabled: bool = field(default=True, metadata=_help("evaluate the saved model at the end of the stage"))
-    split: str | None = field(default="test", metadata=_help("split scored (of data.eval_manifest, else "
-                                                             "data.manifest); null skips the evaluation"))
-    samples: int | None = field(default=64, metadata=_help("clips of that split scored, drawn with the recipe "
-                                                           "seed (null: all)"))
+    split: str | None = field(
+        default="test",
+        metadata=_help("split scored (of data.eval_manifest, else data.manifest); null skips the evaluation"),
+    )
+    samples: int | None = field(
+        default=64, metadata=_help("clips of that split scored, drawn with the recipe seed (null: all)")
+    )
     max_new_tokens: int = field(default=96, metadata=_help("longest completion generated per clip"))
 
 
 @dataclass
 class RewardSpec:
-    """One reward term: a REWARDS registry name (or ``pkg.mod:fn``), its weight and keyword arguments."""
+    """One entry of ``rewards:``: a reward term of the GRPO/calibration objective."""
 
-    name: str = MISSING
-    weight: float = 1.0
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    name: str = field(
+        default=MISSING,
+        metadata=_help(
+            "a REWARDS registry name (ew, au, format, label_count_penalty, length, calibration) or pkg.mod:fn"
+        ),
+    )
+    weight: float = field(default=1.0, metadata=_help("its weight in the summed reward (trainer.reward_weights)"))
+    kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata=_help("keyword options bound to the reward (checked when the trainer is built)")
+    )
 
 
 @dataclass
 class Recipe:
     """A training stage recipe (``recipes/<backbone>/<stage>.yaml``)."""
 
-    stage: str = MISSING
-    output_dir: str = MISSING
-    init_from: str | None = None
-    seed: int = 0
-    resume: bool = False
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    rewards: list[RewardSpec] = field(default_factory=list)
-    trainer: dict[str, Any] = field(default_factory=dict)
-    task: str = field(default="describe", metadata=_help(
-        "the question of GRPO/calibration rollouts and of the evaluation: one of the SFT tasks, so the RL prompt "
-        "is one the model was trained on"))
-    max_bad_steps: int = field(default=10, metadata=_help("stop after this many steps with non-finite gradients "
-                                                          "(each is skipped)"))
-    sft: SftOptions = field(default_factory=SftOptions)
-    grpo: GrpoOptions = field(default_factory=GrpoOptions)
-    calibrate: CalibrateOptions = field(default_factory=CalibrateOptions)
-    eval: EvalOptions = field(default_factory=EvalOptions)
+    stage: str = field(default=MISSING, metadata=_help("sft, grpo or calibrate"))
+    output_dir: str = field(
+        default=MISSING, metadata=_help("where the stage writes its checkpoints, logs, final model and evaluation")
+    )
+    init_from: str | None = field(
+        default=None, metadata=_help("a previous stage's output directory to start from; null: build from model:")
+    )
+    seed: int = field(
+        default=0,
+        metadata=_help(
+            "seed of the model build, the SFT task draw, clip sampling and TRL (trainer seed and data_seed)"
+        ),
+    )
+    resume: bool = field(default=False, metadata=_help("continue from the newest checkpoint-N/ in output_dir"))
+    model: ModelConfig = field(default_factory=ModelConfig, metadata=_help("the model (table model.*)"))
+    data: DataConfig = field(default_factory=DataConfig, metadata=_help("the clips (table data.*)"))
+    rewards: list[RewardSpec] = field(
+        default_factory=list,
+        metadata=_help("reward terms of grpo and calibrate (table rewards[].*); required there, ignored by sft"),
+    )
+    trainer: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_help(
+            "options of TRL's SFTConfig (sft) or GRPOConfig (grpo, calibrate), over the house defaults of "
+            "config.trainer_args; built at load, so a bad key or value fails before any model loads"
+        ),
+    )
+    task: str = field(
+        default="describe",
+        metadata=_help(
+            "the question of GRPO/calibration rollouts and of the evaluation: one of the SFT tasks, so the RL prompt "
+            "is one the model was trained on"
+        ),
+    )
+    max_bad_steps: int = field(
+        default=10, metadata=_help("stop after this many optimizer steps with non-finite gradients (each is skipped)")
+    )
+    sft: SftOptions = field(default_factory=SftOptions, metadata=_help("SFT examples (table sft.*)"))
+    grpo: GrpoOptions = field(default_factory=GrpoOptions, metadata=_help("GRPO rollouts (table grpo.*)"))
+    calibrate: CalibrateOptions = field(
+        default_factory=CalibrateOptions, metadata=_help("the post-hoc confidence map (table calibrate.*)")
+    )
+    eval: EvalOptions = field(
+        default_factory=EvalOptions, metadata=_help("the end-of-stage evaluation (table eval.*)")
+    )
+
+
+# The house defaults of TRL's config, stated here and nowhere else; a recipe's ``trainer:`` block overrides any of
+# them. Every stage logs each step to TensorBoard and metrics.jsonl; activation checkpointing is off (TRL turns it
+# on by default; the small recipes do not need it and it slows a step).
+TRAINER_DEFAULTS: dict[str, Any] = {"logging_steps": 1, "report_to": ["tensorboard"], "gradient_checkpointing": False}
+# RL stages: sampling and scoring must see the same network (dropout would make them differ), and a completion cut
+# at max_completion_length is left out of the loss, so a truncated answer earns no reward.
+RL_TRAINER_DEFAULTS: dict[str, Any] = {"disable_dropout": True, "mask_truncated_completions": True}
+# Set by affectllm from elsewhere in the recipe (a ``trainer:`` key of the same name is refused): the datasets carry
+# extra columns the collator and the rewards need, and SFT rows are already model inputs.
+_SET_ELSEWHERE = {
+    "output_dir": "output_dir",
+    "seed": "seed",
+    "data_seed": "seed",
+    "remove_unused_columns": "(always false: the rows carry columns the collator and rewards read)",
+    "reward_weights": "rewards[].weight",
+    "dataset_kwargs": "(set by the SFT stage)",
+}
 
 
 def _trainer_class(stage: str) -> Any:
@@ -168,13 +288,101 @@ def _trainer_class(stage: str) -> Any:
     return GRPOConfig
 
 
-def check_trainer_keys(stage: str, trainer: dict[str, Any], source: str = "recipe") -> None:
-    """Raise :class:`RecipeError` for keys of ``trainer`` that TRL's config class for ``stage`` does not have."""
-    known = {f.name for f in dataclasses.fields(_trainer_class(stage))}
-    unknown = sorted(set(trainer) - known)
+def trainer_args(recipe: Recipe, output_dir: str | Path) -> Any:
+    """TRL's ``SFTConfig`` (stage sft) or ``GRPOConfig`` (grpo, calibrate) of a recipe: the one place it is built.
+
+    The house defaults (:data:`TRAINER_DEFAULTS`, and :data:`RL_TRAINER_DEFAULTS` for the RL stages) go under the
+    recipe's ``trainer:`` block; ``seed``/``data_seed`` come from ``recipe.seed``, ``reward_weights`` from
+    ``rewards[].weight``. Nothing is written to ``output_dir``.
+
+    Raises:
+        RecipeError: a ``trainer:`` key TRL does not have, one affectllm sets itself, ``use_vllm: true``, or a value
+            TRL's ``__post_init__`` refuses; the message names ``trainer.<key>``.
+    """
+    cls = _trainer_class(recipe.stage)
+    _check_trainer_keys(cls, recipe.trainer)
+    if recipe.trainer.get("use_vllm"):
+        raise RecipeError(
+            "trainer.use_vllm: vLLM generation does not carry video/audio/face/AU inputs yet; remove "
+            "it (generation runs through the model's own generate)"
+        )
+    fixed: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "seed": recipe.seed,
+        "data_seed": recipe.seed,
+        "remove_unused_columns": False,
+    }
+    if recipe.stage == "sft":
+        defaults = TRAINER_DEFAULTS
+        fixed["dataset_kwargs"] = {"skip_prepare_dataset": True}  # the collator builds the model inputs
+    else:
+        defaults = {**TRAINER_DEFAULTS, **RL_TRAINER_DEFAULTS}
+        fixed["reward_weights"] = [float(r.weight) for r in recipe.rewards]
+    kwargs = {**defaults, **recipe.trainer, **fixed}
+    try:
+        return _build_quietly(cls, kwargs)
+    except (ValueError, TypeError) as err:
+        key = _culprit(cls, kwargs, list(recipe.trainer))
+        where = f"trainer.{key}" if key else "trainer"
+        raise RecipeError(f"{where}: {cls.__name__} refuses it: {err}") from err
+
+
+def _build_quietly(cls: Any, kwargs: dict[str, Any]) -> Any:
+    """``cls(**kwargs)`` without TRL/transformers' deprecation chatter (the stage's own build shows it once)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return cls(**kwargs)
+
+
+def _culprit(cls: Any, kwargs: dict[str, Any], keys: list[str]) -> str | None:
+    """The recipe key without which TRL's ``__post_init__`` accepts the config (its messages rarely name one)."""
+    for key in keys:
+        try:
+            _build_quietly(cls, {k: v for k, v in kwargs.items() if k != key})
+        except (ValueError, TypeError):
+            continue
+        return key
+    return None
+
+
+def _check_trainer_keys(cls: Any, trainer: dict[str, Any]) -> None:
+    """Refuse keys of ``trainer`` that TRL's config class does not have, or that affectllm sets itself."""
+    unknown = sorted(set(trainer) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
-        raise RecipeError(f"{source}: trainer.{unknown[0]} is not an option of {_trainer_class(stage).__name__} "
-                          f"(unknown: {', '.join(unknown)}); see TRL's docs for the valid keys")
+        raise RecipeError(
+            f"trainer.{unknown[0]} is not an option of {cls.__name__} (unknown: {', '.join(unknown)}); "
+            "see TRL's docs for the valid keys"
+        )
+    clash = sorted(set(trainer) & set(_SET_ELSEWHERE))
+    if clash:
+        raise RecipeError(f"trainer.{clash[0]} is set by affectllm, not in trainer: (use {_SET_ELSEWHERE[clash[0]]})")
+
+
+def checked_trainer_args(recipe: Recipe) -> Any:
+    """Build the recipe's TRL config as the stage will (:func:`trainer_args`) and return it; no file is written.
+
+    A recipe for GPUs cannot be built on a machine without CUDA (TRL then refuses ``bf16``, which GRPOConfig turns on
+    by default): there ``bf16``/``fp16`` are checked to be booleans and the rest of the block is built with
+    ``use_cpu``; the stage builds the config again, unchanged, on the machine that trains.
+    """
+    import torch
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    trainer = dict(recipe.trainer)
+    if not torch.cuda.is_available():
+        for key in ("bf16", "fp16"):
+            if trainer.get(key) is not None and not isinstance(trainer[key], bool):
+                raise RecipeError(f"trainer.{key}={trainer[key]!r} must be true or false")
+            trainer.pop(key, None)
+        trainer["use_cpu"] = True
+    args = trainer_args(dataclasses.replace(recipe, trainer=trainer), recipe.output_dir)
+    # A `deepspeed:` key registers the DeepSpeed config process-wide; the check must leave no trace, or the model
+    # would be built under zero.Init before the stage's own config exists.
+    if args.deepspeed:
+        unset_hf_deepspeed_config()
+    return args
 
 
 def _validate(recipe: Recipe, source: str) -> None:
@@ -191,16 +399,21 @@ def _validate(recipe: Recipe, source: str) -> None:
         raise RecipeError(f"{source}: calibrate.posthoc={recipe.calibrate.posthoc!r} must be isotonic, platt or none")
     if recipe.stage != "sft" and recipe.rewards == []:
         raise RecipeError(f"{source}: stage {recipe.stage} needs at least one entry under rewards:")
-    check_trainer_keys(recipe.stage, recipe.trainer, source)
 
 
-def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None,
-                check_trainer: bool = True) -> Recipe:
+def load_recipe(
+    path: str | Path | None = None, overrides: list[str] | None = None, check_trainer: bool = True
+) -> Recipe:
     """Load a YAML recipe, apply ``key=value`` overrides, validate, and return the typed :class:`Recipe`.
 
+    With ``check_trainer`` (the default) the ``trainer:`` block is built into TRL's config
+    (:func:`checked_trainer_args`), so bad keys and bad values fail here, before any model loads;
+    ``check_trainer=False`` skips only that (and TRL's import), e.g. to read the ``recipe.yaml`` saved beside a
+    trained model.
+
     Raises:
-        RecipeError: unknown key, wrong type, missing required key, bad stage, or unknown trainer option; the
-            message names the file (or "override") and the dotted key.
+        RecipeError: unknown key, wrong type, missing required key, bad stage, or a ``trainer:`` key or value TRL
+            refuses; the message names the file (or "override") and the dotted key.
     """
     source = str(path) if path else "recipe"
     schema = OmegaConf.structured(Recipe)
@@ -217,8 +430,12 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     except OmegaConfBaseException as err:
         raise RecipeError(f"{source}: {_short(err)}") from err
     assert isinstance(recipe, Recipe)
+    _validate(recipe, source)
     if check_trainer:
-        _validate(recipe, source)
+        try:
+            checked_trainer_args(recipe)
+        except RecipeError as err:
+            raise RecipeError(f"{source}: {err}") from err
     return recipe
 
 

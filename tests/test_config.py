@@ -51,10 +51,51 @@ def test_load_good_recipe_with_overrides(tmp_path):
     (GOOD.replace("stage: grpo", "stage: dpo"), [], r"stage='dpo' must be one of sft, grpo, calibrate"),
     (GOOD.replace("output_dir: runs/x\n", ""), [], r"missing mandatory value: output_dir"),
     (GOOD, ["trainer.max_steps"], r"expected key=value"),
+    # a typo in a stage option fails with its dotted path, in the file and on the command line
+    (GOOD + "sft:\n  mixx: {brief: 1.0}\n", [], r"r\.yaml.*mixx.*sft\.mixx"),
+    (GOOD + "eval:\n  sampels: 3\n", [], r"r\.yaml.*sampels.*eval\.sampels"),
+    (GOOD, ["sft.mixx=3"], r"override 'sft\.mixx=3'.*sft\.mixx"),
+    (GOOD, ["eval.sampels=3"], r"override 'eval\.sampels=3'.*eval\.sampels"),
+    (GOOD, ["calibrate.posthoc_spilt=val"], r"calibrate\.posthoc_spilt"),
+    # bad trainer VALUES fail at load too (TRL's __post_init__), naming the key
+    (GOOD, ["trainer.lr_scheduler_type=cosin"], r"r\.yaml: trainer\.lr_scheduler_type: GRPOConfig refuses.*cosin"),
+    (GOOD, ["trainer.per_device_train_batch_size=3"],
+     r"trainer\.per_device_train_batch_size: .*divisible by num_generations"),
+    (GOOD, ["trainer.use_vllm=true"], r"trainer\.use_vllm: vLLM generation does not carry"),
+    (GOOD, ["trainer.seed=3"], r"trainer\.seed is set by affectllm.*use seed"),
+    (GOOD, ["trainer.reward_weights=[1,1]"], r"trainer\.reward_weights is set by affectllm.*rewards\[\]\.weight"),
 ])
 def test_bad_recipes_name_the_key(tmp_path, text, override, message):
     with pytest.raises(RecipeError, match=message):
         load_recipe(write(tmp_path, text), override)
+
+
+def test_trainer_config_is_built_at_load_with_the_house_defaults_and_writes_nothing(tmp_path):
+    from affectllm.config import RL_TRAINER_DEFAULTS, TRAINER_DEFAULTS, trainer_args
+
+    out = tmp_path / "never"
+    recipe = load_recipe(write(tmp_path, GOOD), [f"output_dir={out}", "seed=5", "trainer.use_cpu=true"])
+    assert not out.exists()  # the load-time build leaves no file behind
+    args = trainer_args(recipe, out)
+    assert type(args).__name__ == "GRPOConfig" and not out.exists()
+    for key, value in {**TRAINER_DEFAULTS, **RL_TRAINER_DEFAULTS}.items():
+        assert getattr(args, key) == value, key
+    assert args.disable_dropout is True and args.mask_truncated_completions is True
+    assert args.seed == args.data_seed == 5 and args.reward_weights == [1.0, 0.5]
+    overridden = trainer_args(load_recipe(write(tmp_path, GOOD), ["trainer.mask_truncated_completions=false",
+                                                                  "trainer.use_cpu=true"]), out)
+    assert overridden.mask_truncated_completions is False  # a default, not a rule: the recipe may override it
+    sft = load_recipe(write(tmp_path, GOOD.replace("stage: grpo", "stage: sft").replace("  num_generations: 4\n", "")),
+                      ["trainer.use_cpu=true"])
+    sft_args = trainer_args(sft, out)
+    assert type(sft_args).__name__ == "SFTConfig" and sft_args.dataset_kwargs == {"skip_prepare_dataset": True}
+
+
+def test_check_trainer_false_skips_only_the_trl_build(tmp_path):
+    bad_value = load_recipe(write(tmp_path, GOOD), ["trainer.lr_scheduler_type=cosin"], check_trainer=False)
+    assert bad_value.trainer["lr_scheduler_type"] == "cosin"
+    with pytest.raises(RecipeError, match="stage='dpo'"):  # the schema and affectllm's own checks still run
+        load_recipe(write(tmp_path, GOOD.replace("stage: grpo", "stage: dpo")), check_trainer=False)
 
 
 def test_missing_file_is_named(tmp_path):

@@ -2,9 +2,10 @@
 accelerate / DeepSpeed files the multi-GPU recipes launch with.
 
 ``tests/test_config.py`` already loads each recipe and checks that its first line is a comment; this file goes
-further: it parses that first-line command and loads the recipe *with its overrides*, builds the real TRL config
-object from the ``trainer:`` block (TRL validates value combinations in ``__post_init__``, which ``load_recipe``'s
-key check does not run), binds and calls each reward, and checks that ``init_from`` chains stage to stage.
+further: it parses that first-line command and loads the recipe *with its overrides*, builds TRL's config through
+the stages' own builder (``config.trainer_args``, via ``checked_trainer_args``: on a machine without CUDA a
+``bf16: true`` block is built on CPU) and checks the house defaults landed, binds and calls each reward, and checks
+that ``init_from`` chains stage to stage.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from affectllm.config import Recipe, load_recipe
+from affectllm.config import RL_TRAINER_DEFAULTS, TRAINER_DEFAULTS, Recipe, checked_trainer_args, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE_DIR = ROOT / "recipes"
@@ -39,33 +40,6 @@ def first_line_command(path: Path) -> tuple[str, list[str]]:
     words = shlex.split(path.read_text().splitlines()[0].lstrip("#"))
     assert words[:2] == ["affectllm", "train"], f"{rel(path)}: first line must be `# affectllm train {rel(path)} ...`"
     return words[2], words[3:]
-
-
-def cuda_bf16() -> bool:
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def trl_config(recipe: Recipe, out: Path):
-    """The TRL config object the stage builds from ``trainer:`` (as ``sft.py`` / ``grpo.py`` call it).
-
-    The GPU recipes say ``bf16: true``, which ``TrainingArguments`` refuses on a machine without a bf16 device
-    ("Your setup doesn't support bf16/gpu"). There, and only there, the config is built on CPU without ``bf16``
-    (every other key and cross-check still runs) and ``bf16`` itself is checked to be a boolean. On a GPU machine
-    the block is built exactly as written. ``flash_attention_2`` is a ``model:`` key and never reaches TRL.
-    """
-    from trl import GRPOConfig, SFTConfig
-
-    trainer = dict(recipe.trainer)
-    if trainer.get("bf16") and not cuda_bf16():
-        assert isinstance(trainer.pop("bf16"), bool)
-        trainer["use_cpu"] = True
-    if recipe.stage == "sft":
-        return SFTConfig(output_dir=str(out), **trainer, remove_unused_columns=False)
-    return GRPOConfig(
-        output_dir=str(out), **trainer, reward_weights=[r.weight for r in recipe.rewards], remove_unused_columns=False
-    )
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +65,23 @@ def test_first_line_command_names_this_file_and_loads_with_its_overrides(path, l
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=rel)
-def test_trainer_block_builds_the_trl_config(path, loaded, tmp_path):
+def test_trainer_block_builds_the_trl_config(path, loaded):
     recipe = loaded[path]
-    args = trl_config(recipe, tmp_path)
+    args = checked_trainer_args(recipe)
+    assert type(args).__name__ == ("SFTConfig" if recipe.stage == "sft" else "GRPOConfig")
     for key, value in recipe.trainer.items():
         if key not in ("bf16", "use_cpu", "gradient_checkpointing", "gradient_checkpointing_kwargs"):
             assert getattr(args, key) == value or isinstance(value, (list, dict)), key
-    if recipe.stage != "sft":
+    defaults = {**TRAINER_DEFAULTS, **(RL_TRAINER_DEFAULTS if recipe.stage != "sft" else {})}
+    for key, value in defaults.items():
+        if key not in recipe.trainer:
+            assert getattr(args, key) == value, f"{rel(path)}: house default {key}={value} did not land"
+    assert args.seed == args.data_seed == recipe.seed and args.remove_unused_columns is False
+    assert args.output_dir == recipe.output_dir
+    if recipe.stage == "sft":
+        assert args.dataset_kwargs == {"skip_prepare_dataset": True}
+    else:
+        assert args.reward_weights == [r.weight for r in recipe.rewards]
         # A generation batch must hold whole groups on every process count (TRL checks the global one only).
         per_process = args.per_device_train_batch_size * args.gradient_accumulation_steps
         assert per_process % args.num_generations == 0, f"{rel(path)}: batch {per_process} vs G={args.num_generations}"
@@ -141,7 +125,8 @@ def test_rewards_bind_and_score_a_completion(path, loaded):
         "<think>AU6 cheek raiser and AU12 lip corner puller; a bright voice.</think>"
         "<answer>happy</answer><confidence>0.8</confidence>"
     )
-    columns = {"labels": [["happy"]], "emotion": ["happy"], "aus": [["AU6", "AU12"]]}
+    # the dataset columns, plus what TRL passes every reward (completion_ids)
+    columns = {"labels": [["happy"]], "emotion": ["happy"], "aus": [["AU6", "AU12"]], "completion_ids": [[1, 2, 3]]}
     for spec in recipe.rewards:
         fn = make_reward(spec.name, **spec.kwargs)  # unknown option -> TypeError
         values = fn([good], **columns)  # a bad option *value* (score: brieer) raises here

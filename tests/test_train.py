@@ -120,7 +120,7 @@ def _run_sft(emoworld, out, stop_at=None, resume=False):
 
     class Record(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            seen[state.global_step] = list(trainer.data_collator.last_ids)
+            seen[state.global_step] = list(trainer.last_loss_ids)  # the batch compute_loss saw
             if stop_at is not None and state.global_step == stop_at:
                 control.should_training_stop = True  # an interruption right after a checkpoint
 

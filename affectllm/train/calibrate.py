@@ -1,15 +1,18 @@
-"""Stage 3: confidence calibration.
+"""Stage 3: confidence calibration, in two steps on top of the stage 2 model.
 
-Two complementary steps, both optional through the recipe:
-
-1. GRPO with the ``calibration`` reward (correctness by EW against gold, the stated confidence scored by the
-   bounded Brier form, or the clipped log score; a format failure scores below every valid answer) — the same
-   trainer as stage 2, with the recipe's rewards (``trainer.max_steps: 0`` skips it);
-2. post-hoc: a monotone map (isotonic or Platt) from stated to observed confidence, fitted on a held-out split
-   (``calibrate.posthoc_split``) and saved with the model as ``calibration.json``; inference applies it.
-
-The stage ends by comparing before (``init_from``) and after on the test split: ECE, Brier, AUROC, with
-reliability diagrams (``reliability.png``) and ``calibration_report.json``.
+First GRPO trains the stated confidence (the same trainer as stage 2, :func:`affectllm.train.grpo.build_trainer`,
+with the recipe's rewards, usually ``calibration`` + ``format``): for each clip the policy samples G completions;
+the ``calibration`` reward judges each answer correct when its emotion-wheel F1 against the gold labels reaches
+``threshold`` and scores the stated confidence c with the bounded Brier form ``1[correct] - (c - 1[correct])^2``
+(or, with ``score: log``, EmoCaliber's correctness term plus a clipped log score); both are proper (highest in
+expectation when c equals the chance of being right), and a completion whose answer or confidence cannot be read
+scores below every valid one. Group-relative advantages then move the confidence and
+leave the answers mostly alone (the tiny recipe uses a learning rate below stage 2's). ``trainer.max_steps: 0``
+skips this step. Then, without gradients, greedy completions on a held-out split (``calibrate.posthoc_split``,
+never the evaluation split) give (stated confidence, correct) pairs, and a monotone map from stated to observed
+confidence is fitted on them (isotonic regression, or Platt's logistic fit), saved beside the model as
+``calibration.json``. The stage ends by comparing before (``init_from``) and after (raw and with the map) on the test
+split: ECE, Brier and AUROC, ``calibration_report.json`` and reliability diagrams (``reliability.png``).
 """
 
 from __future__ import annotations
@@ -23,42 +26,37 @@ from ..config import Recipe
 from ..data.manifest import select_clips
 from ..evaluation.posthoc import ConfidenceMap
 from ..evaluation.report import reliability_plot
-from ..evaluation.runner import calibration_metrics, confidence_pairs, generate_completions, score
+from ..evaluation.runner import Correctness, calibration_metrics, confidence_pairs, predict, score
 from ..inputs.store import ClipStore
 from .grpo import build_trainer
-from .stage import load_for_inference, load_stage_model, save_final, setup_output, train_and_save
+from .stage import load_for_inference, run_stage
 
 log = logging.getLogger("affectllm.train")
 
 
-def _completions(path: str | Path, clips: list, recipe: Recipe) -> list[str]:
+def _completions(path: str | Path, clips: list, recipe: Recipe) -> list:
     from ..data.prompts import QUESTIONS
 
     model, processor = load_for_inference(path, recipe)
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
-    return generate_completions(model, processor, clips, store,
-                                question=QUESTIONS[recipe.task],
-                                max_new_tokens=recipe.eval.max_new_tokens)
+    return predict(model, processor, clips, store, question=QUESTIONS[recipe.task],
+                   max_new_tokens=recipe.eval.max_new_tokens)
 
 
 def main(recipe: Recipe) -> dict[str, Any]:
-    """Run stage 3 top to bottom; return the before/after report."""
-    out = setup_output(recipe)
-    opts = recipe.calibrate
+    """Run stage 3 top to bottom (the shared stage body, then :func:`posthoc_and_compare`); return the report."""
     if not recipe.init_from:
         raise ValueError("the calibration stage needs init_from (the GRPO or SFT output directory)")
-    if int(recipe.trainer.get("max_steps", -1)) != 0:  # -1 means "train by num_train_epochs", 0 skips GRPO
-        model, processor = load_stage_model(recipe)
-        trainer = build_trainer(recipe, model, processor, out)
-        if not train_and_save(trainer, processor, recipe, out):
-            return {}
-    else:
-        model, processor = load_for_inference(recipe.init_from, recipe)
-        save_final(model, processor, out)
+    return run_stage(recipe, build_trainer, finish=posthoc_and_compare)
+
+
+def posthoc_and_compare(recipe: Recipe, out: Path) -> dict[str, Any]:
+    """Fit the post-hoc map on ``calibrate.posthoc_split`` (unless ``posthoc: none``), then :func:`compare`."""
+    opts = recipe.calibrate
     conf_map = None
     if opts.posthoc != "none":
         held = select_clips(recipe.data.manifest, opts.posthoc_split, opts.posthoc_samples, recipe.seed)
-        conf, correct = confidence_pairs(_completions(out, held, recipe), held)
+        conf, correct = confidence_pairs(_completions(out, held, recipe), held, Correctness.from_recipe(recipe))
         conf_map = ConfidenceMap.fit(conf, correct, opts.posthoc)
         conf_map.save(out)
         log.info("post-hoc %s map fitted on %d %s clips -> %s", opts.posthoc, len(conf), opts.posthoc_split,
@@ -74,12 +72,13 @@ def compare(recipe: Recipe, out: Path, conf_map: ConfidenceMap | None) -> dict[s
     except ValueError as err:
         log.info("no before/after comparison: %s", err)
         return {}
+    judge = Correctness.from_recipe(recipe)  # the calibration reward's taxonomy, level and threshold
     before_text = _completions(recipe.init_from, test, recipe)
     after_text = _completions(out, test, recipe)
-    curves = {"before": confidence_pairs(before_text, test), "after": confidence_pairs(after_text, test)}
+    curves = {"before": confidence_pairs(before_text, test, judge), "after": confidence_pairs(after_text, test, judge)}
     if conf_map is not None:
-        curves["after + post-hoc"] = confidence_pairs(after_text, test, conf_map=conf_map)
-    report = {"before": score(before_text, test), "after": score(after_text, test, conf_map=conf_map),
+        curves["after + post-hoc"] = confidence_pairs(after_text, test, judge, conf_map)
+    report = {"before": score(before_text, test, judge), "after": score(after_text, test, judge, conf_map),
               "calibration": {k: calibration_metrics(*v) for k, v in curves.items()}}
     (out / "calibration_report.json").write_text(json.dumps(report, indent=2))
     reliability_plot(curves, out / "reliability.png")

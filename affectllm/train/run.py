@@ -3,39 +3,36 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
-from ..config import load_recipe
+from ..config import Recipe, load_recipe
 from . import calibrate, grpo, sft
 
 STAGES = {"sft": sft.main, "grpo": grpo.main, "calibrate": calibrate.main}
 
 
-def is_main_process() -> bool:
-    """True on rank 0 (or when not distributed)."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _logging() -> None:
+def _logging(main_process: bool) -> None:
     from rich.logging import RichHandler
 
-    level = logging.INFO if is_main_process() else logging.WARNING
+    level = logging.INFO if main_process else logging.WARNING
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False)], force=True)
 
 
-def run_stage(recipe: Any) -> dict[str, Any]:
-    """Run the stage the recipe names (its ``main``) and return its evaluation."""
+def run_stage(recipe: Recipe) -> dict[str, Any]:
+    """Run the stage the recipe names (its ``main``) and return its evaluation ({} off the main process)."""
     return STAGES[recipe.stage](recipe)
 
 
 def train_main(recipe_path: str, overrides: list[str] | None = None) -> int:
     """Entry point of ``affectllm train``: returns 0 on success (errors propagate as clear messages)."""
-    _logging()
+    from accelerate import PartialState
+
     recipe = load_recipe(recipe_path, overrides)
+    state = PartialState()  # joins the launcher's process group (torchrun, accelerate) or runs alone
+    _logging(state.is_main_process)
     # every rank says it started: a launcher that silently runs one process shows up here
-    print(f"[affectllm] stage {recipe.stage} -> {recipe.output_dir} (rank {os.environ.get('RANK', '0')}, "
-          f"world_size={os.environ.get('WORLD_SIZE', '1')})", flush=True)
+    print(f"[affectllm] stage {recipe.stage} -> {recipe.output_dir} (rank {state.process_index}, "
+          f"world_size={state.num_processes})", flush=True)
     try:
         run_stage(recipe)
     finally:

@@ -1,19 +1,22 @@
 """Stage 1: supervised fine-tuning on descriptive captions, label sentences, single labels and AU descriptions.
 
 TRL's ``SFTTrainer`` with our processor and collator: every target is a full completion in the output format, and
-the loss covers the assistant's tokens only. ``affectllm train recipes/tiny/sft.yaml data.manifest=M output_dir=O``.
+the loss covers the assistant's tokens only (``SFTTrainer`` rather than the plain ``Trainer`` for its per-step
+entropy and token-accuracy logs; dataset preparation is skipped: the collator builds the model inputs).
+``affectllm train recipes/tiny/sft.yaml data.manifest=M output_dir=O``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from pathlib import Path
 from typing import Any
 
-from ..config import Recipe
-from ..data.manifest import clip_to_row, select_clips
+from trl import SFTTrainer
+
+from ..config import Recipe, trainer_args
+from ..data.manifest import select_clips
 from ..data.prompts import QUESTIONS, choose_task
 from ..inputs.collate import SftCollator
 from ..inputs.store import ClipStore
@@ -25,7 +28,10 @@ log = logging.getLogger("affectllm.train")
 
 
 def sft_rows(clips: list[Clip], mix: dict[str, float], seed: int, confidence: float) -> list[dict[str, Any]]:
-    """One SFT example per clip, the task drawn from ``mix`` with a seeded RNG (the same rows on every run)."""
+    """One SFT example per clip, the task drawn from ``mix`` with a seeded RNG (the same rows on every run).
+
+    Rows carry the clip's ``id``, not the clip: the collator looks clips up (:class:`ClipIdCollator`).
+    """
     rng = random.Random(seed)
     rows = []
     for clip in clips:
@@ -34,43 +40,60 @@ def sft_rows(clips: list[Clip], mix: dict[str, float], seed: int, confidence: fl
         except ValueError as err:
             log.warning("%s; skipped", err)
             continue
-        rows.append({"id": clip.id, "clip": json.dumps(clip_to_row(clip)), "task": task,
-                     "question": QUESTIONS[task], "target": target})
+        rows.append({"id": clip.id, "task": task, "question": QUESTIONS[task], "target": target})
     if not rows:
         raise ValueError("no clip has labels to train on")
     return rows
 
 
-class _IdsCollator(SftCollator):
-    """The SFT collator that remembers the ids of its last batch (for the non-finite guard's report)."""
+class ClipIdCollator(SftCollator):
+    """The SFT collator over rows that name their clip by ``id``; the batch also carries those ``ids``.
 
-    last_ids: list[str] = []
+    Args:
+        clips: the training clips by id.
+        *args, **kwargs: those of :class:`SftCollator`.
+    """
+
+    def __init__(self, *args: Any, clips: dict[str, Clip], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clips = clips
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        self.last_ids = [r["id"] for r in rows]
-        return super().__call__([{**r, "clip": json.loads(r["clip"])} for r in rows])
+        batch = super().__call__([{**r, "clip": self.clips[r["id"]]} for r in rows])
+        batch["ids"] = [r["id"] for r in rows]
+        return batch
 
 
-def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path) -> Any:
-    """The configured ``SFTTrainer`` (used by :func:`main` and by tests that drive it step by step)."""
+class AffectSFTTrainer(SFTTrainer):
+    """TRL's ``SFTTrainer`` whose batches carry their clip ids: ``compute_loss`` pops ``ids`` and keeps them as
+    ``last_loss_ids``, the clips of the batch this loss is computed on (what :class:`NonFiniteGuard` reports)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.last_loss_ids: list[str] = []
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        self.last_loss_ids = inputs.pop("ids")
+        return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
+
+
+def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path) -> AffectSFTTrainer:
+    """The configured trainer (used by :func:`main` and by tests that drive it step by step)."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
 
     opts = recipe.sft
-    train_clips = select_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
-    train = Dataset.from_list(sft_rows(train_clips, dict(opts.mix), recipe.seed, opts.confidence))
+    args = trainer_args(recipe, out)
+    clips = select_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
+    train = Dataset.from_list(sft_rows(clips, dict(opts.mix), recipe.seed, opts.confidence))
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     # with a prep feature cache (data.feature_cache) frozen towers are not run: their cached outputs are used
-    collator = _IdsCollator(processor, store, model.config.enabled_modalities(), max_length=opts.max_length,
-                            model=model)
-    defaults = {"logging_steps": 1, "save_strategy": "steps", "report_to": ["tensorboard"], "seed": recipe.seed,
-                "data_seed": recipe.seed}
-    args = SFTConfig(output_dir=str(out), **{**defaults, **recipe.trainer}, remove_unused_columns=False,
-                     dataset_kwargs={"skip_prepare_dataset": True})
-    guard = NonFiniteGuard(recipe.max_bad_steps, collator)
-    trainer = SFTTrainer(model=trainable(model, recipe), args=args, train_dataset=train, data_collator=collator,
-                         processing_class=processor, callbacks=[MetricsLogger(out), guard])
-    trainer.affect_guard = guard
+    collator = ClipIdCollator(processor, store, model.config.enabled_modalities(), max_length=opts.max_length,
+                              model=model, clips={c.id: c for c in clips})
+    trainer = AffectSFTTrainer(model=trainable(model, recipe), args=args, train_dataset=train,
+                               data_collator=collator, processing_class=processor, callbacks=[MetricsLogger(out)])
+    trainer.add_callback(NonFiniteGuard(recipe.max_bad_steps, trainer))
     return trainer
 
 

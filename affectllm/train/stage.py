@@ -1,5 +1,6 @@
 """The one stage body every training stage runs: output directory, starting model, trainer, train, save, plot,
-evaluate. The stages (sft, grpo, calibrate) import this module; only :mod:`affectllm.train.run` knows them all."""
+then the stage's finish (the evaluation, or calibration's post-hoc fit and report) on the main process. The stages
+(sft, grpo, calibrate) import this module; only :mod:`affectllm.train.run` knows them all."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -21,17 +23,27 @@ from ..jsonl import write_text
 log = logging.getLogger("affectllm.train")
 
 MakeTrainer = Callable[[Recipe, Any, Any, Path], Any]
+Finish = Callable[[Recipe, Path], dict[str, Any]]
 
 
-def run_stage(recipe: Recipe, make_trainer: MakeTrainer) -> dict[str, Any]:
-    """Output dir, model, ``make_trainer(recipe, model, processor, out)``, train, save, plot, then (main process)
-    the evaluation on the test split, which is returned ({} on other ranks)."""
+def run_stage(recipe: Recipe, make_trainer: MakeTrainer, finish: Finish | None = None) -> dict[str, Any]:
+    """Output dir, model, ``make_trainer(recipe, model, processor, out)``, train, save, plot; then, on the main
+    process, ``finish(recipe, out)`` (default :func:`evaluate_stage`), whose result is returned ({} elsewhere).
+
+    ``trainer.max_steps: 0`` trains nothing (TRL would read 0 as "train by epochs"): the starting model is saved as
+    the stage's model, so a stage can run only its finish (calibration: the post-hoc map alone).
+    """
     out = setup_output(recipe)
     model, processor = load_stage_model(recipe)
-    trainer = make_trainer(recipe, model, processor, out)
-    if not train_and_save(trainer, processor, recipe, out):
+    if int(recipe.trainer.get("max_steps", -1)) == 0:
+        log.info("trainer.max_steps=0: no training; the starting model is the stage's model")
+        if PartialState().is_main_process:
+            save_final(model, processor, out)
+    else:
+        train_and_save(make_trainer(recipe, model, processor, out), processor, recipe, out)
+    if not PartialState().is_main_process:
         return {}
-    return evaluate_stage(recipe, out)
+    return (finish or evaluate_stage)(recipe, out)
 
 
 def setup_output(recipe: Recipe) -> Path:
@@ -79,9 +91,9 @@ def save_final(model: Any, processor: Any, out: Path) -> None:
     processor.save_pretrained(out)
 
 
-def train_and_save(trainer: Any, processor: Any, recipe: Recipe, out: Path) -> bool:
-    """Train (resuming from the newest checkpoint when ``resume=true``), then on the main process save the final
-    model and plot the curves. Returns True on the main process (which goes on to evaluate), False elsewhere."""
+def train_and_save(trainer: Any, processor: Any, recipe: Recipe, out: Path) -> None:
+    """Train (resuming from the newest checkpoint when ``resume=true``), save the final model to ``out`` (every
+    rank takes part under ZeRO-3; the main process writes) and, on the main process, plot the curves."""
     resume = get_last_checkpoint(str(out)) if recipe.resume and out.is_dir() else None
     if recipe.resume and resume is None:
         log.warning("resume=true but %s has no checkpoint; starting from scratch", out)
@@ -90,19 +102,29 @@ def train_and_save(trainer: Any, processor: Any, recipe: Recipe, out: Path) -> b
     accelerator.wait_for_everyone()
     model = accelerator.unwrap_model(trainer.model)
     if is_deepspeed_zero3_enabled():
-        # ZeRO-3 partitions every parameter across ranks: gather them (a collective, on all ranks) to save whole
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=0):
-            if accelerator.is_main_process:
-                save_final(model, processor, out)
-        accelerator.wait_for_everyone()
+        _save_zero3(trainer, model, processor, out)
     elif accelerator.is_main_process:
         save_final(model, processor, out)
-    if not accelerator.is_main_process:
-        return False
-    plot_curves(out)
-    return True
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        plot_curves(out)
+
+
+def _save_zero3(trainer: Any, model: Any, processor: Any, out: Path) -> None:
+    """The final save under ZeRO-3, where every parameter is partitioned across ranks (a collective: all ranks)."""
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        # the Trainer's own path: DeepSpeed gathers the weights module by module into rank 0's state dict
+        # (stage3_gather_16bit_weights_on_model_save), and rank 0 writes the model and the processor
+        trainer.save_model(str(out))
+        return
+    # merging LoRA needs whole base weights in one process: the only case that gathers them all at once
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=0):
+        if trainer.accelerator.is_main_process:
+            save_final(model, processor, out)
 
 
 def load_for_inference(path: str | Path, recipe: Recipe) -> tuple[Any, Any]:
