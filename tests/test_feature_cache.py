@@ -152,9 +152,9 @@ def test_grpo_media_dedup_switch_changes_encoding_not_inputs(cached, tmp_path):
     out = {}
     for dedup in (True, False):
         trainer.dedup_media = dedup
-        trainer._rows = rows
-        ids, _, fields = trainer._tokenize_prompts([None] * len(rows))
-        out[dedup] = (ids, fields, dict(trainer._row_media))
+        trainer._batch_ids = [r["id"] for r in rows]
+        ids, _, fields = trainer._tokenize_prompts([r["prompt"] for r in rows])
+        out[dedup] = (ids, fields, dict(trainer._scoring.values))
     (ids_d, fields_d, media_d), (ids_r, fields_r, media_r) = out[True], out[False]
     assert ids_d == ids_r
     assert fields_d["pixel_values_videos"].shape[0] < fields_r["pixel_values_videos"].shape[0]
