@@ -35,23 +35,20 @@ def _metric(name: str, higher_is_better: bool) -> Callable[[Callable[..., Any]],
     return wrap
 
 
-def _clusters(labels: Labels, tax: Taxonomy, level: str, cached: bool) -> list[tuple[str | None, ...]]:
-    """Per-label cluster tuples (one entry per wheel), through the per-label cache unless ``cached`` is False."""
-    if not cached:
-        return [tuple(tax.normalize_uncached(x, w, level) for w in tax.wheel_names) for x in labels]
-    table = tax.lookup_table(level)
-    return [table.get(x) or tax.normalize_all(x, level) for x in labels]
+def _clusters(labels: Labels, tax: Taxonomy, level: str) -> list[tuple[str | None, ...]]:
+    """Per-label cluster tuples (one entry per wheel; :meth:`Taxonomy.normalize_all` caches them)."""
+    return [tax.normalize_all(x, level) for x in labels]
 
 
 def ew_sample(
-    pred: Labels, gold: Labels, taxonomy: Taxonomy | None = None, level: str = "level1", cached: bool = True
+    pred: Labels, gold: Labels, taxonomy: Taxonomy | None = None, level: str = "level1"
 ) -> list[tuple[float, float] | None]:
     """Per-wheel ``(precision_i, recall_i)`` of one sample; None for a wheel where the gold set maps to nothing.
 
     An empty normalised prediction scores (0, 0). Sets collapse duplicates and synonyms (EW_METRIC.md).
     """
     tax = taxonomy or default_taxonomy()
-    g_rows, p_rows = _clusters(gold, tax, level, cached), _clusters(pred, tax, level, cached)
+    g_rows, p_rows = _clusters(gold, tax, level), _clusters(pred, tax, level)
     out: list[tuple[float, float] | None] = []
     for k in range(len(tax.wheels)):
         g = {row[k] for row in g_rows}
@@ -82,12 +79,25 @@ def ew_sample_f(pred: Labels, gold: Labels, taxonomy: Taxonomy | None = None, le
     return sum(per_wheel) / len(per_wheel) if per_wheel else None
 
 
+def is_correct(
+    pred: Labels, gold: Labels, taxonomy: Taxonomy | None = None, level: str = "level1", threshold: float = 0.5
+) -> bool | None:
+    """The one definition of a correct answer (calibration reward, post-hoc fit, ECE/Brier/AUROC): per-sample EW F
+    (:func:`ew_sample_f`) of the answered labels vs the gold labels ≥ ``threshold``; None when the gold set maps to
+    nothing (the sample cannot be judged).
+
+    >>> is_correct(["joyful"], ["happy"]), is_correct(["sad"], ["happy"]), is_correct(["happy"], ["xyz"])
+    (True, False, None)
+    """
+    f = ew_sample_f(pred, gold, taxonomy, level)
+    return None if f is None else f >= threshold
+
+
 def ew_scores(
     preds: Sequence[Labels],
     golds: Sequence[Labels],
     taxonomy: Taxonomy | None = None,
     level: str = "level1",
-    cached: bool = True,
 ) -> dict[str, Any]:
     """Emotion-wheel Fs / Precision_s / Recall_s exactly as MER-UniBench computes them (0..1, not ×100).
 
@@ -103,7 +113,7 @@ def ew_scores(
     n_wheels = len(tax.wheels)
     sums = [[0.0, 0.0, 0] for _ in range(n_wheels)]
     for pred, gold in zip(preds, golds, strict=True):
-        for k, pr in enumerate(ew_sample(pred, gold, tax, level, cached)):
+        for k, pr in enumerate(ew_sample(pred, gold, tax, level)):
             if pr is not None:
                 sums[k][0] += pr[0]
                 sums[k][1] += pr[1]
@@ -133,7 +143,7 @@ def hit_sample(pred: Labels, gold: str, taxonomy: Taxonomy | None = None) -> lis
     nothing on that wheel (``neutral`` on the MER tables)."""
     tax = taxonomy or default_taxonomy()
     g_row = tax.normalize_all(gold, "level1")
-    p_rows = _clusters(pred, tax, "level1", True)
+    p_rows = _clusters(pred, tax, "level1")
     return [None if g is None else float(any(row[k] == g for row in p_rows)) for k, g in enumerate(g_row)]
 
 

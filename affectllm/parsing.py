@@ -1,4 +1,5 @@
-"""The one parser of model text: ``parse_completion(text) -> Prediction`` (rewards, metrics, labeling and chat).
+"""The one parser and writer of model text: ``parse_completion(text) -> Prediction`` (rewards, metrics, labeling,
+chat) and ``format_completion(think, labels, confidence)`` (SFT targets), plus the gold labels of a clip.
 
 The completion format (DESIGN.md §3) is::
 
@@ -15,8 +16,16 @@ can and lists why the text is not in format (``Prediction.errors``, short stable
 >>> q.labels, q.confidence, q.format_ok, q.errors
 (['sad'], 0.9, False, ['missing_think', 'confidence_percent'])
 
-Error codes: ``missing_<tag>``, ``repeated_<tag>``, ``unclosed_<tag>``, ``empty_answer``, ``bad_order``,
-``text_outside_tags``, ``confidence_percent``, ``confidence_word``, ``confidence_not_number``,
+AUs are read from ``<think>`` only (Facial-R1): a completion without it names no AU. A text that ends inside
+``<answer>`` was cut at the length limit (``truncated_answer``): its labels are not read, since the last one may be
+cut mid-word, so every reward and metric sees no answer.
+
+>>> r = parse_completion("<think>AU6 active</think><answer>happy, exci")
+>>> r.labels, r.errors
+([], ['unclosed_answer', 'truncated_answer', 'missing_confidence'])
+
+Error codes: ``missing_<tag>``, ``repeated_<tag>``, ``unclosed_<tag>``, ``truncated_answer``, ``empty_answer``,
+``bad_order``, ``text_outside_tags``, ``confidence_percent``, ``confidence_word``, ``confidence_not_number``,
 ``confidence_out_of_range``, ``not_text``.
 """
 
@@ -24,10 +33,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from affectllm.taxonomy.facs import AU_NAMES
-from affectllm.types import Prediction
+from affectllm.types import Clip, Prediction
 
 TAGS: tuple[str, ...] = ("think", "answer", "confidence")
 CONFIDENCE_ERRORS: frozenset[str] = frozenset(
@@ -46,7 +56,8 @@ MAX_LABEL_CHARS = 64
 _OPEN = {t: re.compile(rf"<\s*{t}\s*>", re.IGNORECASE) for t in TAGS}
 _CLOSE = {t: re.compile(rf"<\s*/\s*{t}\s*>", re.IGNORECASE) for t in TAGS}
 _ANY_TAG = re.compile(r"<\s*/?\s*(?:think|answer|confidence)\s*>", re.IGNORECASE)
-_LABEL_SPLIT = re.compile(r"[,;/|\n\t]+|\s+(?:and|or)\s+|\s*&\s*", re.IGNORECASE)
+# Full-width separators (，；、) are how released Chinese-sourced label lists (MER) write them.
+_LABEL_SPLIT = re.compile(r"[,;/|\n\t，；、]+|\s+(?:and|or)\s+|\s*&\s*", re.IGNORECASE)
 _LABEL_TRIM = " \t\r\n.!?:'\"`*_()[]{}<>-–—•·"
 _LIST_MARKER = re.compile(r"^\s*(?:\(?\d{1,2}[.)]|[-*•·])\s+")
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?$", re.IGNORECASE)
@@ -61,6 +72,8 @@ _NEG_AFTER = re.compile(
     r"^\W*(?:(?:is|was|are|were|seems|appears)\s+)?(?:absent|missing|inactive|not\b|isn't|wasn't|aren't)",
     re.IGNORECASE,
 )
+_PARENTHETICAL = re.compile(r"^\s*\([^()]{0,80}\)")
+_ENDS_WITH_AU = re.compile(r"(?:[LRU]\s?)?AU\s?\d{1,3}[A-E]?\s*(?:\([^()]{0,80}\))?\s*$", re.IGNORECASE)
 _AU_LIST_TAIL = re.compile(r"(?:\s|,|\bor\b|\band\b|\bnor\b|(?:[LRU]\s?)?AU\s?\d{1,3}[A-E]?)*", re.IGNORECASE)
 _WS = re.compile(r"\s+")
 
@@ -124,12 +137,14 @@ def _negated(text: str, start: int, end: int) -> bool:
     window = text[max(0, start - 80) : start]
     segments = _CLAUSE_START.split(window)[-1].split(",")
     scope = segments.pop()
-    while segments and _AU_LIST_TAIL.fullmatch(scope):
+    while segments and _AU_LIST_TAIL.fullmatch(scope) and _ENDS_WITH_AU.search(segments[-1]):
         # "no AU4, AU9 or AU15": a comma inside a list of AUs keeps the negation in scope.
         scope = segments.pop() + "," + scope
     if _NEG_BEFORE.search(scope):
         return True
-    return bool(_NEG_AFTER.match(text[end : end + 40]))
+    after = text[end : end + 160]
+    after = after[m.end() :] if (m := _PARENTHETICAL.match(after)) else after  # "AU12 (lip corner puller) is not"
+    return bool(_NEG_AFTER.match(after[:40]))
 
 
 def extract_aus(text: str) -> list[str]:
@@ -168,6 +183,9 @@ def parse_completion(text: Any) -> Prediction:
     if starts != sorted(starts):
         errors.append("bad_order")
     think, answer, conf = (blocks[t][0] for t in TAGS)
+    truncated = "unclosed_answer" in errors and _ANY_TAG.search(text, blocks["answer"][1] + 1) is None
+    if truncated:
+        errors.insert(errors.index("unclosed_answer") + 1, "truncated_answer")
     if answer is None and not _ANY_TAG.search(text) and len(text) <= 200:
         answer = text  # bare labels ("happy, sad"): read them, still not in format
     if answer is not None and not answer.strip():
@@ -176,13 +194,12 @@ def parse_completion(text: Any) -> Prediction:
     spans = [(m.start(), m.end()) for m in _ANY_TAG.finditer(text)]
     if _text_outside_tags(text, spans):
         errors.append("text_outside_tags")
-    au_source = think if think is not None else _ANY_TAG.sub(" ", text.replace(answer or "\0", " "))
     return Prediction(
         think=(think or "").strip(),
         answer=(answer or "").strip(),
-        labels=split_labels(answer or ""),
+        labels=[] if truncated else split_labels(answer or ""),
         confidence=confidence,
-        aus=extract_aus(au_source),
+        aus=extract_aus(think or ""),
         format_ok=not errors,
         errors=errors,
         raw=text,
@@ -219,9 +236,76 @@ def completion_text(completion: Any) -> str | None:
     return None
 
 
+def format_completion(think: str, labels: Sequence[str], confidence: float | None) -> str:
+    """The completion :func:`parse_completion` reads back: ``<think>…</think><answer>a, b</answer><confidence>0.80
+    </confidence>`` (the confidence block is left out when None; a confidence is clipped to [0, 1], 2 decimals).
+
+    The writer refuses what the parser would read differently, so an SFT target never teaches a format the rewards
+    score otherwise: ``parse_completion(format_completion(t, labels, c))`` gives back the cleaned ``labels``
+    (:func:`clean_label`, de-duplicated) and ``c`` to 2 decimals.
+
+    >>> format_completion("AU6 raised.", ["Happy", "at ease"], 0.8)
+    '<think>AU6 raised.</think><answer>Happy, at ease</answer><confidence>0.80</confidence>'
+
+    Raises:
+        ValueError: ``think`` holds a tag; no labels, more than ``MAX_LABELS``, or a label the parser would split,
+            trim away or drop (``"love and hate"``, ``"a/b"``, ``"..."``); a non-finite confidence.
+    """
+    if _ANY_TAG.search(think):
+        raise ValueError(f"think text holds a completion tag; remove it: {think[:80]!r}")
+    if not labels or len(labels) > MAX_LABELS:
+        raise ValueError(f"a completion needs 1 to {MAX_LABELS} labels, got {len(labels)}")
+    for label in labels:
+        if split_labels(label) != [clean_label(label)]:
+            raise ValueError(f"label {label!r} would not read back as one label (it holds a separator such as , ; / "
+                             f"| & 'and' 'or', is empty or longer than {MAX_LABEL_CHARS} characters); rewrite it")
+    if confidence is not None and not math.isfinite(confidence):
+        raise ValueError(f"confidence must be a finite number, got {confidence!r}")
+    conf = "" if confidence is None else f"<confidence>{min(max(confidence, 0.0), 1.0):.2f}</confidence>"
+    return f"<think>{think.strip()}</think><answer>{', '.join(labels)}</answer>{conf}"
+
+
+def stated_confidence(pred: Prediction) -> float | None:
+    """The confidence a calibration reward or metric may use: a plain number in [0, 1] next to a readable answer.
+
+    One rule for the calibration reward, the post-hoc fit and ECE/Brier/AUROC: a missing or unreadable confidence,
+    a percentage (``"80%"``, ``"80"``: not the format the model is taught) and an answer without labels (empty or
+    cut at the length limit) give None. The reward scores None as a format failure; evaluation leaves the sample out
+    of the calibration metrics and reports the share of such samples.
+
+    >>> stated_confidence(parse_completion("<answer>sad</answer><confidence>0.7</confidence>"))
+    0.7
+    >>> stated_confidence(parse_completion("<answer>sad</answer><confidence>70%</confidence>")) is None
+    True
+    """
+    if pred.confidence is None or not pred.labels or "confidence_percent" in pred.errors:
+        return None
+    return pred.confidence
+
+
+def gold_labels(item: Clip | Mapping[str, Any]) -> list[str]:
+    """The gold labels of a clip, or of a row of columns (``labels``, ``emotion``): ``labels`` when it has any, else
+    the single ``emotion``, else ``[]``. Inputs are trusted (the manifest reader and ``metric ew`` validate them).
+
+    >>> gold_labels({"labels": [], "emotion": "sad"}), gold_labels(Clip(id="c", labels=["happy", "excited"]))
+    (['sad'], ['happy', 'excited'])
+    """
+    if isinstance(item, Mapping):
+        labels, emotion = item.get("labels"), item.get("emotion")
+    else:
+        labels, emotion = item.labels, item.emotion
+    if labels:
+        return list(labels)
+    return [emotion] if emotion else []
+
+
 def parse_label_field(value: Any) -> list[str]:
-    """A ``labels`` value as the MER tools read it: a list stays a list; ``""``/NaN/None is ``[]``; a string loses
+    """A ``labels`` value of a label file as the MER tools read it (the boundary reader of ``metric ew`` and the
+    evaluation harness; inside, labels are lists): a list stays a list; ``""``/NaN/None is ``[]``; a string loses
     one leading ``[`` and one trailing ``]`` and is split on ``'``, ``"`` and ``,`` (stripped, empties dropped).
+
+    It is not :func:`split_labels` on purpose: MER-UniBench splits on quotes and commas only, and ``metric ew``
+    reproduces its numbers exactly.
 
     >>> parse_label_field("[happy, 'sad']"), parse_label_field("happy, sad"), parse_label_field(float("nan"))
     (['happy', 'sad'], ['happy', 'sad'], [])

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random model built once per session, and synthetic media arrays."""
+"""Shared fixtures: a tiny random model built once per session, synthetic media arrays, and the hypothesis
+strategy of model completions (``from conftest import COMPLETION``)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,17 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Completion-like text: free text, or tags, labels, AU mentions (negated, zero-padded), confidences (plain, percent)
+# and separators shuffled together, so the parser and the rewards meet every malformed combination.
+COMPLETION_PARTS = ("<think>", "</think>", "<answer>", "</answer>", "<confidence>", "</confidence>", "0.7", "0.5",
+                    "85%", "%", "happy", "sad, ", "xyz", "AU", "AU6 ", "AU06", "no AU12", "no ", ",", " and ", "\n")
+COMPLETION = st.one_of(st.text(max_size=300), st.lists(st.sampled_from(COMPLETION_PARTS), max_size=30).map("".join))
 
 
 @pytest.fixture(scope="session")

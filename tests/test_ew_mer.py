@@ -77,7 +77,7 @@ def test_cli_joins_on_id_and_reads_mer_strings(tmp_path: Path, capsys: pytest.Ca
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('{"id": "a"}\nnot json\n', "gold.jsonl:2: not JSON"),
+        ('{"id": "a"}\nnot json\n', "gold.jsonl:2: invalid JSON"),
         ('{"labels": []}\n', "needs an 'id'"),
         ('{"id": 1}\n{"id": "1"}\n', "repeated"),
         ("", "no rows"),

@@ -1,11 +1,21 @@
-"""Metrics on hand-computed cases (built-in taxonomy; the MER tables are in test_ew_mer.py)."""
+"""Metrics on hand-computed cases (built-in taxonomy; the MER tables are in test_ew_mer.py), cross-checked against
+scikit-learn; the one ``is_correct`` shared by the calibration reward and the evaluation runner."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn import metrics as skm
 
 from affectllm import metrics as m
+from affectllm.config import RewardSpec
+from affectllm.parsing import parse_completion
 from affectllm.registry import METRICS
+from affectllm.rewards import make_reward
+from affectllm.types import Clip
 
 
 def test_every_metric_declares_direction() -> None:
@@ -24,7 +34,6 @@ def test_ew_scores_builtin_hand_computed() -> None:
     assert out["precision"] == pytest.approx(2 / 3) and out["recall"] == pytest.approx(0.5)
     assert out["f"] == pytest.approx(4 / 7)  # F from averaged P and R, not mean per-sample F
     assert all(w["n"] == 3 for w in out["per_wheel"].values()) and out["n"] == 4
-    assert m.ew_scores(preds, golds, cached=False) == out
     assert m.ew_level1(preds, golds) == out["f"]
     assert m.ew_scores([[]], [["xyzzy"]])["f"] == 0.0  # no sample counts -> 0
     with pytest.raises(ValueError):
@@ -81,3 +90,73 @@ def test_brier_auroc_selective() -> None:
     curve = m.selective_curve([0.9, 0.8, 0.8, 0.1], [1, 0, 1, 0])
     assert [(p["coverage"], p["accuracy"]) for p in curve] == [(0.25, 1.0), (0.75, 2 / 3), (1.0, 0.5)]
     assert m.selective_auc([0.9, 0.8, 0.8, 0.1], [1, 0, 1, 0]) == pytest.approx(0.25 + 0.5 * 2 / 3 + 0.25 * 0.5)
+
+
+CLASSES = st.lists(st.tuples(st.sampled_from("abcd"), st.sampled_from("abcd")), min_size=1, max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(CLASSES)
+def test_classification_metrics_match_sklearn(pairs: list[tuple[str, str]]) -> None:
+    preds, golds = [p for p, _ in pairs], [g for _, g in pairs]
+    assert m.weighted_f1(preds, golds) == pytest.approx(skm.f1_score(golds, preds, average="weighted",
+                                                                     zero_division=0))
+    gold_classes = sorted(set(golds))  # UAR: mean recall over the gold classes
+    assert m.uar(preds, golds) == pytest.approx(skm.recall_score(golds, preds, labels=gold_classes, average="macro",
+                                                                 zero_division=0))
+    assert m.accuracy(preds, golds) == pytest.approx(skm.accuracy_score(golds, preds))
+
+
+CONFIDENCE_PAIRS = st.lists(st.tuples(st.sampled_from([i / 10 for i in range(11)]), st.booleans()), min_size=1,
+                            max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(CONFIDENCE_PAIRS)
+def test_brier_and_auroc_match_sklearn(pairs: list[tuple[float, bool]]) -> None:
+    conf, correct = [c for c, _ in pairs], [y for _, y in pairs]
+    assert m.brier(conf, correct) == pytest.approx(skm.brier_score_loss(correct, conf, pos_label=True))
+    if len(set(correct)) < 2:
+        assert m.auroc(conf, correct) is None
+    else:
+        assert m.auroc(conf, correct) == pytest.approx(skm.roc_auc_score(correct, conf))
+
+
+def test_is_correct() -> None:
+    assert m.is_correct(["joyful", "sad"], ["happy"]) is True  # per-sample EW F 2/3 >= 0.5
+    assert m.is_correct(["joyful", "sad"], ["happy"], threshold=0.7) is False
+    assert m.is_correct(["elated"], ["joyful"], level="level2") is True  # F 2/3 at level 2
+    assert m.is_correct(["elated"], ["joyful"], level="level2", threshold=0.9) is False
+    assert m.is_correct([], ["happy"]) is False and m.is_correct(["happy"], ["xyzzy"]) is None
+
+
+def _recipe(**kwargs: object) -> SimpleNamespace:
+    return SimpleNamespace(rewards=[RewardSpec(name="format"), RewardSpec(name="calibration", kwargs=kwargs)])
+
+
+def test_evaluation_judges_correct_as_the_calibration_reward_does() -> None:
+    from affectllm.evaluation.runner import Correctness, confidence_pairs
+
+    texts = [f"<answer>{a}</answer><confidence>0.8</confidence>" for a in ("joyful, sad", "elated", "sad", "happy")]
+    texts += ["<answer>happy</answer>", "<answer>happy</answer><confidence>80%</confidence>"]
+    clips = [Clip(id=str(i), labels=["happy"] if i != 1 else ["joyful"]) for i in range(len(texts))]
+    preds = [parse_completion(t) for t in texts]
+    for kwargs in ({}, {"threshold": 0.7}, {"level": "level2"}, {"level": "level2", "threshold": 0.9}):
+        judge = Correctness.from_recipe(_recipe(**kwargs))
+        reward = make_reward("calibration", **kwargs)(texts, labels=[c.labels for c in clips], emotion=[None] * 6)
+        conf, correct = confidence_pairs(preds, clips, judge)
+        # the reward's Brier value says what it judged: 1 - 0.04 when right, -0.64 when wrong; the last two have no
+        # usable confidence, so the reward fails them and evaluation leaves them out of the calibration metrics
+        assert correct == [r > 0 for r in reward[:4]] and conf == [0.8] * 4 and reward[4:] == [-1.5, -1.5]
+    assert Correctness.from_recipe(SimpleNamespace(rewards=[])) == Correctness()
+
+
+def test_evaluation_parses_each_completion_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from affectllm.evaluation import runner
+
+    calls = []
+    monkeypatch.setattr(runner, "generate_completions", lambda *a, **k: ["<answer>happy</answer>"] * 3)
+    monkeypatch.setattr(runner, "parse_completion", lambda t: calls.append(t) or parse_completion(t))
+    result = runner.evaluate(None, None, [Clip(id=str(i), labels=["happy"]) for i in range(3)], None,
+                             conf_map=SimpleNamespace(apply=lambda c: c))
+    assert len(calls) == 3 and result["ew_f"] == 1.0 and result["no_confidence"] == 1.0 and result["ece"] is None

@@ -19,7 +19,10 @@ Decisions (the contract was silent on these):
 * Unknown keys are kept, in :attr:`Clip.extra`, so loaders and users can carry their own columns (MOSI's sentiment
   score, a speaker). A key that looks like a misspelt known key (``lables``) gets a *warning*.
 * ``null`` means absent. An empty transcript counts as no transcript.
-* AU codes are normalised (``AU04``, ``au4``, ``4`` -> ``AU4``); labels are stripped of surrounding white space.
+* AU codes are normalised by :func:`affectllm.taxonomy.facs.normalize_au` (``AU04``, ``au4``, ``4`` -> ``AU4``), the
+  normaliser the parser and the metrics use; a number FACS does not define (``AU3``) is an error on its line and
+  field (``aus[i]``), as any other non-AU value, since the metrics could not score it. Labels are stripped of
+  surrounding white space.
 * A numeric ``id`` is accepted and turned into a string; duplicate ids are errors on the later line (the first
   occurrence wins).
 * Blank lines are skipped (they are not rows); a line that is not a JSON object is an error.
@@ -34,7 +37,6 @@ import logging
 import math
 import os
 import random
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,7 @@ from typing import Any
 
 from affectllm import jsonl
 from affectllm.jsonl import write_jsonl
+from affectllm.taxonomy.facs import normalize_au
 from affectllm.types import Clip
 
 log = logging.getLogger(__name__)
@@ -66,7 +69,6 @@ KNOWN_FIELDS: tuple[str, ...] = (
     "split",
     "source",
 )
-_AU_RE = re.compile(r"^\s*(?:AU)?\s*0*(\d{1,3})\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -111,18 +113,6 @@ class ManifestError(ValueError):
         shown = "\n".join(f"  {p}" for p in problems[:limit])
         more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
         super().__init__(f"{len(problems)} problem(s) in manifest:\n{shown}{more}")
-
-
-def normalize_au(code: Any) -> str | None:
-    """Canonical FACS code ``AU<n>`` (no zero padding), or None when ``code`` is not an AU code.
-
-    >>> [normalize_au(c) for c in ("AU04", "au12", 6, " AU 1 ", "smile")]
-    ['AU4', 'AU12', 'AU6', 'AU1', None]
-    """
-    if isinstance(code, bool) or not isinstance(code, (str, int)):
-        return None
-    match = _AU_RE.match(str(code))
-    return f"AU{int(match.group(1))}" if match and int(match.group(1)) > 0 else None
 
 
 def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any, Problem | None]]:
@@ -200,7 +190,8 @@ def _check_lists(row: dict[str, Any], err: Any) -> None:
         else:
             for i, code in enumerate(aus):
                 if normalize_au(code) is None:
-                    err(f"aus[{i}]", f"{code!r} is not an AU code", 'write FACS codes like "AU12"')
+                    err(f"aus[{i}]", f"{code!r} is not a FACS Action Unit code",
+                        'write FACS codes like "AU12" (FACS has no AU3 or AU40; see affectllm.taxonomy.AU_NAMES)')
 
 
 def validate_row(row: Any, line: int, path: str | None = None) -> list[Problem]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from ..config import SFT_TASKS, SftOptions
+from ..parsing import format_completion, gold_labels
 from ..taxonomy.facs import au_name
-from ..types import MODALITY_TABLE, Clip
+from ..types import FUSION_PLACEHOLDER, MODALITY_TABLE, Clip
 
 SYSTEM_PROMPT = (
     "You are an expert in human emotion. You watch a clip (video frames, the face, the voice and what is said) "
@@ -36,10 +36,30 @@ DEFAULT_MIX: dict[str, float] = SftOptions().mix
 assert TASKS == SFT_TASKS, "QUESTIONS and config.SFT_TASKS name the same tasks"
 
 
+# A placeholder the transcript happens to contain would be read as media by the processor (a count mismatch that
+# stops the batch): it is written with angle quotes instead, which the tokenizer reads as text.
+_ESCAPES: dict[str, str] = {
+    tag: f"\u2039{tag[1:-1]}\u203a" for tag in (*(m.placeholder for m in MODALITY_TABLE), FUSION_PLACEHOLDER)
+}
+
+
+def escape_placeholders(text: str) -> str:
+    """``text`` with every media placeholder (``<video>``, ``<audio>``, ``<face>``, ``<au>``, ``<fusion>``) escaped.
+
+    >>> escape_placeholders("I said <video> twice")
+    'I said ‹video› twice'
+    """
+    for tag, escaped in _ESCAPES.items():
+        text = text.replace(tag, escaped)
+    return text
+
+
 def user_content(present: Sequence[str], transcript: str | None, question: str) -> str:
-    """The user turn: media placeholders of the present modalities, the transcript, the question."""
+    """The user turn: media placeholders of the present modalities, the transcript (placeholders escaped), the
+    question."""
     prefix = "".join(m.placeholder for m in MODALITY_TABLE if m.name in present)
-    said = f'The person says: "{transcript.strip()}"\n' if transcript and transcript.strip() else ""
+    text = escape_placeholders(transcript.strip()) if transcript else ""
+    said = f'The person says: "{text}"\n' if text else ""
     return f"{prefix}\n{said}{question}" if prefix else f"{said}{question}"
 
 
@@ -52,26 +72,19 @@ def messages(present: Sequence[str], transcript: str | None, task: str = "descri
             {"role": "user", "content": user_content(present, transcript, question or QUESTIONS[task])}]
 
 
-def format_completion(think: str, labels: Sequence[str], confidence: float | None) -> str:
-    """``<think>…</think><answer>a, b</answer><confidence>0.80</confidence>`` (confidence omitted when None)."""
-    conf = "" if confidence is None else f"<confidence>{min(max(confidence, 0.0), 1.0):.2f}</confidence>"
-    return f"<think>{think.strip()}</think><answer>{', '.join(labels)}</answer>{conf}"
-
-
 def au_phrase(aus: Sequence[str]) -> str:
     """``"AU6 cheek raiser, AU12 lip corner puller"`` (codes without a FACS name stay bare)."""
     return ", ".join(f"{a} {au_name(a)}" if au_name(a) else a for a in aus)
 
 
-def _labels(clip: Clip) -> list[str]:
-    if clip.labels:
-        return list(clip.labels)
-    return [clip.emotion] if clip.emotion else []
-
-
 def sft_target(clip: Clip, task: str, confidence: float = 0.8) -> str | None:
-    """The SFT completion for ``clip`` under ``task``, or None when the clip lacks what the task needs."""
-    labels = _labels(clip)
+    """The SFT completion for ``clip`` under ``task``, or None when the clip lacks what the task needs.
+
+    Raises:
+        ValueError: a label the parser would not read back as written
+            (see :func:`~affectllm.parsing.format_completion`).
+    """
+    labels = gold_labels(clip)
     if not labels:
         return None
     if task == "describe":
@@ -98,15 +111,14 @@ def choose_task(clip: Clip, mix: Mapping[str, float], rng: random.Random, confid
     """Draw a task for ``clip`` from ``mix`` among those it supports; return (task, target).
 
     Raises:
-        ValueError: the clip supports no task of the mix (it has no labels).
+        ValueError: the clip supports no task of the mix (it has no labels), or a label would not read back.
     """
-    usable = {t: w for t, w in mix.items() if w > 0 and sft_target(clip, t, confidence) is not None}
+    try:
+        usable = {t: w for t, w in mix.items() if w > 0 and sft_target(clip, t, confidence) is not None}
+    except ValueError as err:
+        raise ValueError(f"clip {clip.id}: {err}") from err
     if not usable:
         raise ValueError(f"clip {clip.id}: no usable SFT task (needs labels or emotion; caption for describe)")
     task = rng.choices(list(usable), weights=list(usable.values()))[0]
     return task, sft_target(clip, task, confidence) or ""
 
-
-def reward_columns(clip: Clip) -> dict[str, Any]:
-    """Dataset columns the rewards read (gold labels, primary emotion, gold AUs)."""
-    return {"labels": _labels(clip), "emotion": clip.emotion, "aus": list(clip.aus or [])}

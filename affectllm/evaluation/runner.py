@@ -1,20 +1,57 @@
-"""Score a model on clips: generate, parse with the one parser, and compute EW-F, HIT, AU-F1 and calibration."""
+"""Score a model on clips: generate, parse each completion once, and compute EW-F, HIT, AU-F1 and calibration.
+
+"Correct" is :func:`affectllm.metrics.is_correct` with the taxonomy, level and threshold of the recipe's
+``calibration`` reward (:meth:`Correctness.from_recipe`), so the post-hoc fit and ECE/Brier/AUROC measure what the
+reward optimises. A sample enters the calibration metrics only with a stated confidence
+(:func:`affectllm.parsing.stated_confidence`: a plain number next to a readable answer; the reward scores the rest
+as format failures); the share without one is reported as ``no_confidence``.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..config import Recipe
 from ..data.prompts import QUESTIONS
 from ..inputs.collate import build_prompt_inputs
 from ..inputs.store import ClipStore
-from ..metrics import au_f1, auroc, brier, ew_sample_f, ew_scores, expected_calibration_error, hit_rate
-from ..parsing import parse_completion
-from ..types import Clip
+from ..jsonl import write_jsonl, write_text
+from ..metrics import au_f1, auroc, brier, ew_scores, expected_calibration_error, hit_rate, is_correct
+from ..parsing import gold_labels, parse_completion, stated_confidence
+from ..rewards import make_reward
+from ..taxonomy import Taxonomy, default_taxonomy, get_taxonomy
+from ..types import Clip, Prediction
+
+
+@dataclass(frozen=True)
+class Correctness:
+    """How an answer is judged correct: per-sample EW F on ``taxonomy`` at ``level`` ≥ ``threshold``."""
+
+    taxonomy: Taxonomy | None = None
+    level: str = "level1"
+    threshold: float = 0.5
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> Correctness:
+        """The judgement of the recipe's ``calibration`` reward (its options as bound; the defaults without one)."""
+        spec = next((r for r in recipe.rewards if r.name == "calibration"), None)
+        if spec is None:
+            return cls()
+        bound = inspect.signature(make_reward(spec.name, **spec.kwargs)).parameters
+        option = {name: bound[name].default for name in ("taxonomy", "wheel_dir", "table", "level", "threshold")}
+        taxonomy = option["taxonomy"] or get_taxonomy(option["wheel_dir"], option["table"])
+        return cls(taxonomy, option["level"], float(option["threshold"]))
+
+    def __call__(self, labels: Sequence[str], gold: Sequence[str]) -> bool | None:
+        """:func:`~affectllm.metrics.is_correct` of answered ``labels`` vs ``gold`` (None: cannot be judged)."""
+        return is_correct(labels, gold, self.taxonomy, self.level, self.threshold)
 
 
 @torch.no_grad()
@@ -33,22 +70,25 @@ def generate_completions(model: Any, processor: Any, clips: Sequence[Clip], stor
     return out
 
 
-def confidence_pairs(completions: Sequence[str], clips: Sequence[Clip], threshold: float = 0.5,
+def predict(model: Any, processor: Any, clips: Sequence[Clip], store: ClipStore, **generate_kwargs: Any
+            ) -> list[Prediction]:
+    """:func:`generate_completions`, each parsed once (``Prediction.raw`` keeps the text)."""
+    return [parse_completion(t) for t in generate_completions(model, processor, clips, store, **generate_kwargs)]
+
+
+def confidence_pairs(preds: Sequence[Prediction], clips: Sequence[Clip], correctness: Correctness = Correctness(),
                      conf_map: Any = None) -> tuple[list[float], list[bool]]:
-    """(stated confidence, correct) per scorable clip; correct = EW F >= threshold; a missing confidence counts 0.
+    """(stated confidence, correct) per clip that can be judged and has a stated confidence.
 
     With ``conf_map`` (a :class:`~affectllm.evaluation.posthoc.ConfidenceMap`) the confidences are mapped first.
     """
     conf, correct = [], []
-    for text, clip in zip(completions, clips):
-        pred = parse_completion(text)
-        gold = list(clip.labels or ([clip.emotion] if clip.emotion else []))
-        f = ew_sample_f(pred.labels, gold)
-        if f is None:
+    for pred, clip in zip(preds, clips, strict=True):
+        right, c = correctness(pred.labels, gold_labels(clip)), stated_confidence(pred)
+        if right is None or c is None:
             continue
-        c = pred.confidence if pred.confidence is not None else 0.0
         conf.append(conf_map.apply(c) if conf_map is not None else c)
-        correct.append(f >= threshold)
+        correct.append(right)
     return conf, correct
 
 
@@ -60,41 +100,41 @@ def calibration_metrics(conf: Sequence[float], correct: Sequence[bool]) -> dict[
             "auroc": auroc(conf, correct)}
 
 
-def score(completions: Sequence[str], clips: Sequence[Clip], threshold: float = 0.5,
+def score(preds: Sequence[Prediction], clips: Sequence[Clip], correctness: Correctness = Correctness(),
           conf_map: Any = None) -> dict[str, Any]:
-    """Metrics of completions against the clips' gold (labels, primary emotion, AUs)."""
-    preds = [parse_completion(c) for c in completions]
-    golds = [list(c.labels or ([c.emotion] if c.emotion else [])) for c in clips]
-    ew = ew_scores([p.labels for p in preds], golds)
-    with_emotion = [(p.labels, c.emotion) for p, c in zip(preds, clips) if c.emotion]
-    au_pairs = [(p.aus, c.aus) for p, c in zip(preds, clips) if c.aus]
+    """Metrics of parsed completions against the clips' gold (labels, primary emotion, AUs), on the taxonomy of
+    ``correctness``; ``no_confidence`` is the share of judgeable clips whose completion states no usable one."""
+    tax = correctness.taxonomy or default_taxonomy()
+    golds = [gold_labels(c) for c in clips]
+    with_emotion = [(p.labels, c.emotion) for p, c in zip(preds, clips, strict=True) if c.emotion]
+    au_pairs = [(p.aus, c.aus) for p, c in zip(preds, clips, strict=True) if c.aus]
+    judged = [p for p, g in zip(preds, golds, strict=True) if correctness(p.labels, g) is not None]
     result: dict[str, Any] = {
         "n": len(clips),
-        "ew_f": ew["f"],
-        "hit": hit_rate([a for a, _ in with_emotion], [b for _, b in with_emotion]) if with_emotion else None,
+        "ew_f": ew_scores([p.labels for p in preds], golds, tax)["f"],
+        "hit": hit_rate([a for a, _ in with_emotion], [b for _, b in with_emotion], tax) if with_emotion else None,
         "au_f1": au_f1([a for a, _ in au_pairs], [b for _, b in au_pairs])["micro"] if au_pairs else None,
         "format_ok": sum(p.format_ok for p in preds) / max(len(preds), 1),
         "mean_labels": sum(len(p.labels) for p in preds) / max(len(preds), 1),
-        **calibration_metrics(*confidence_pairs(completions, clips, threshold)),
+        "no_confidence": sum(stated_confidence(p) is None for p in judged) / len(judged) if judged else None,
+        **calibration_metrics(*confidence_pairs(preds, clips, correctness)),
     }
     if conf_map is not None:
-        mapped = calibration_metrics(*confidence_pairs(completions, clips, threshold, conf_map))
+        mapped = calibration_metrics(*confidence_pairs(preds, clips, correctness, conf_map))
         result.update({f"{k}_posthoc": v for k, v in mapped.items()})
     return result
 
 
 def evaluate(model: Any, processor: Any, clips: Sequence[Clip], store: ClipStore, out: Path | None = None,
-             conf_map: Any = None, **generate_kwargs: Any) -> dict[str, Any]:
+             conf_map: Any = None, correctness: Correctness = Correctness(), **generate_kwargs: Any
+             ) -> dict[str, Any]:
     """Generate + score; with ``out``, write ``predictions.jsonl`` (label-output rows) and ``eval.json``."""
-    completions = generate_completions(model, processor, clips, store, **generate_kwargs)
-    result = score(completions, clips, conf_map=conf_map)
+    preds = predict(model, processor, clips, store, **generate_kwargs)
+    result = score(preds, clips, correctness, conf_map)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        with (out / "predictions.jsonl").open("w") as fh:
-            for clip, text in zip(clips, completions):
-                p = parse_completion(text)
-                fh.write(json.dumps({"id": clip.id, "labels": p.labels, "confidence": p.confidence,
-                                     "explanation": p.think, "aus": p.aus, "raw": text,
-                                     "error": None if p.format_ok else "; ".join(p.errors)}) + "\n")
-        (out / "eval.json").write_text(json.dumps(result, indent=2))
+        write_jsonl(({"id": clip.id, "labels": p.labels, "confidence": p.confidence, "explanation": p.think,
+                      "aus": p.aus, "raw": p.raw, "error": None if p.format_ok else "; ".join(p.errors)}
+                     for clip, p in zip(clips, preds, strict=True)), out / "predictions.jsonl")
+        write_text(out / "eval.json", json.dumps(result, indent=2))
     return result

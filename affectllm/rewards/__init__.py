@@ -7,7 +7,7 @@ the trainer calls :func:`make_reward` once per entry, which binds the options (c
 ``__name__`` TRL can log:
 
 >>> fn = make_reward("ew", level="level1")
->>> fn.__name__, fn(["<answer>joyful</answer>"], labels=[["elated"]])
+>>> fn.__name__, fn(["<answer>joyful</answer>"], labels=[["elated"]], emotion=[None])
 ('ew', [1.0])
 >>> make_reward("ew", levle="level2")
 Traceback (most recent call last):
@@ -22,7 +22,7 @@ import inspect
 from typing import Any
 
 from affectllm.registry import REWARDS
-from affectllm.rewards import au, calibration, emotion, format, length  # noqa: F401  (registers the rewards)
+from affectllm.rewards import au, calibration, count, emotion, format, length  # noqa: F401  (registers the rewards)
 from affectllm.types import RewardFn
 
 _NOT_OPTIONS = {"completions", "kwargs", "prompts", "completion_ids"}

@@ -1,12 +1,16 @@
 """``[ew]`` emotion-wheel F per sample and ``[label]`` single-label match.
 
->>> ew_reward(["<answer>joyful, scared</answer>", "<answer>happy</answer>", "garbage"], labels=[["happy"]] * 3)
-[0.6667, 1.0, 0.0]
->>> ew_reward(["<answer>happy</answer>"], labels=["[xyzzy]"])  # gold maps to nothing: None; else range [0, 1]
+A completion cut at the length limit inside ``<answer>`` has no labels (the parser drops them), so it scores 0.0,
+the value of a completion without an answer (not None: the row stays in its group and its low reward counts).
+
+>>> cols = {"labels": [["happy"]] * 4, "emotion": [None] * 4}
+>>> ew_reward(["<answer>joyful, scared</answer>", "<answer>happy</answer>", "garbage", "<answer>happy, jo"], **cols)
+[0.6667, 1.0, 0.0, 0.0]
+>>> ew_reward(["<answer>happy</answer>"], labels=[["xyzzy"]], emotion=[None])  # maps to nothing: None; else [0, 1]
 [None]
->>> label_reward(["<answer>Joyful</answer>", "<answer>joyful</answer>"], emotion=["happy", "happy"])
+>>> label_reward(["<answer>Joyful</answer>", "<answer>joyful</answer>"], emotion=["happy", "happy"], labels=[[], []])
 [1.0, 1.0]
->>> label_reward(["<answer>joyful</answer>"], emotion=["happy"], mode="exact")  # range {0, 1}
+>>> label_reward(["<answer>joyful</answer>"], emotion=["happy"], labels=[[]], mode="exact")  # range {0, 1}
 [0.0]
 """
 
@@ -17,7 +21,7 @@ from typing import Any
 
 from affectllm.metrics import ew_sample_f
 from affectllm.parsing import clean_label
-from affectllm.rewards.common import column, gold_labels, parse_all, reward
+from affectllm.rewards.common import column, gold_column, parse_all, reward
 from affectllm.taxonomy import Taxonomy, get_taxonomy
 
 LABEL_MODES = ("normalised", "exact")
@@ -31,8 +35,8 @@ def _taxonomy(taxonomy: Taxonomy | None, wheel_dir: str | None, table: str) -> T
 def ew_reward(
     completions: Sequence[Any],
     *,
-    labels: Sequence[Any] | None = None,
-    emotion: Sequence[Any] | None = None,
+    labels: Sequence[list[str]] | None = None,
+    emotion: Sequence[str | None] | None = None,
     level: str = "level1",
     taxonomy: Taxonomy | None = None,
     wheel_dir: str | None = None,
@@ -43,7 +47,7 @@ def ew_reward(
 
     Args:
         completions: strings or conversational message lists.
-        labels: gold column: label lists or MER list-as-strings (``emotion`` is used where a row has none).
+        labels: gold column: label lists (``emotion`` is used where a row has none).
         emotion: gold column for single-label rows.
         level: ``"level1"`` or ``"level2"``.
         taxonomy: a loaded taxonomy; else the built-in one, or the MER tables when ``wheel_dir`` is set.
@@ -51,12 +55,15 @@ def ew_reward(
 
     Returns:
         Values in [0, 1]; None where the gold set maps to nothing on every wheel.
+
+    Raises:
+        ValueError: the ``labels``/``emotion`` columns missing or of the wrong length.
     """
     tax = _taxonomy(taxonomy, wheel_dir, table)
-    n = len(completions)
+    golds = gold_column(labels, emotion, len(completions), "ew")
     out: list[float | None] = []
-    for pred, gold, single in zip(parse_all(completions), column(labels, n), column(emotion, n), strict=True):
-        score = ew_sample_f(pred.labels, gold_labels(gold, single), tax, level)
+    for pred, gold in zip(parse_all(completions), golds, strict=True):
+        score = ew_sample_f(pred.labels, gold, tax, level)
         out.append(None if score is None else round(score, 4))
     return out
 
@@ -65,8 +72,8 @@ def ew_reward(
 def label_reward(
     completions: Sequence[Any],
     *,
-    emotion: Sequence[Any] | None = None,
-    labels: Sequence[Any] | None = None,
+    emotion: Sequence[str | None] | None = None,
+    labels: Sequence[list[str]] | None = None,
     mode: str = "normalised",
     wheel: str | None = None,
     level: str = "level1",
@@ -86,15 +93,17 @@ def label_reward(
     tax = _taxonomy(taxonomy, wheel_dir, table) if mode == "normalised" else None
     n = len(completions)
     out: list[float | None] = []
-    for pred, single, multi in zip(parse_all(completions), column(emotion, n), column(labels, n), strict=True):
-        gold = gold_labels(None, single) or gold_labels(multi, None)
+    rows = zip(parse_all(completions), column(emotion, n, "label", "emotion"), column(labels, n, "label", "labels"),
+               strict=True)
+    for pred, single, multi in rows:
+        gold = single or (multi[0] if multi else None)  # the primary label, else the first of the labels
         if not gold:
             out.append(None)
             continue
         if not pred.labels:
             out.append(0.0)
             continue
-        p, g = clean_label(pred.labels[0]), clean_label(gold[0])
+        p, g = clean_label(pred.labels[0]), clean_label(gold)
         if tax is not None:
             p_c, g_c = tax.normalize(p, wheel, level), tax.normalize(g, wheel, level)
             if p_c is not None and g_c is not None:

@@ -1,9 +1,11 @@
 """FACS Action Unit vocabulary and EMFACS-style emotion prototypes (data in ``data/facs.json``).
 
-AU codes are written ``AU<number>`` without zero padding (DESIGN.md §3):
+AU codes are written ``AU<number>`` without zero padding (DESIGN.md §3). :func:`normalize_au` is the one AU
+normaliser (the manifest reader, the parser and the metrics use it): a number that is not a FACS AU (``AU3``,
+``AU99``) is not an AU code.
 
->>> normalize_au("AU04"), normalize_au("au 6"), normalize_au("R12A"), normalize_au("AU3")
-('AU4', 'AU6', 'AU12', None)
+>>> normalize_au("AU04"), normalize_au("au 6"), normalize_au("R12A"), normalize_au(25), normalize_au("AU3")
+('AU4', 'AU6', 'AU12', 'AU25', None)
 >>> prototype_aus("happy")
 ['AU6', 'AU12']
 """
@@ -28,8 +30,11 @@ def _facs() -> dict:
 AU_NAMES: dict[str, str] = {f"AU{n}": name for n, name in _facs()["aus"].items()}
 
 
-def normalize_au(code: str) -> str | None:
-    """Canonical ``AU<n>`` for an AU code in any usual spelling, or None when it is not a FACS AU."""
+def normalize_au(code: object) -> str | None:
+    """Canonical ``AU<n>`` for an AU code in any usual spelling (``"AU06"``, ``"au 6"``, ``"R6B"``, ``6``), or None
+    when it is not a FACS AU (a number FACS does not define, another type, or text)."""
+    if isinstance(code, int) and not isinstance(code, bool):
+        code = str(code)
     match = _AU_CODE.match(code) if isinstance(code, str) else None
     if match is None:
         return None

@@ -148,17 +148,6 @@ class Taxonomy:
             self.wheel(wheel)  # raises with the known names
         return self.normalize_all(label, level)[index]  # type: ignore[index]
 
-    def normalize_set(self, labels: Iterable[str], wheel: str | None = None, level: str = "level1") -> set[str]:
-        """Set of clusters of ``labels`` on one wheel (labels that map to nothing are dropped)."""
-        out = {self.normalize(x, wheel, level) for x in labels}
-        out.discard(None)
-        return out  # type: ignore[return-value]
-
-    def lookup_table(self, level: str = "level1") -> dict[str, tuple[str | None, ...]]:
-        """The live per-label cache for ``level`` (raw label -> clusters per wheel), for hot loops."""
-        _check_level(level)
-        return self._tables[level]
-
     def clear_cache(self) -> None:
         """Forget cached normalisations (benchmarks; tables edited in place)."""
         for table in self._tables.values():

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import ast
 import csv
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from affectllm.data.manifest import Problem
+from affectllm.parsing import split_labels as parse_labels
 from affectllm.registry import DATASETS
 from affectllm.types import Clip
 
@@ -192,24 +191,14 @@ def need_columns(path: Path, rows: list[tuple[int, dict[str, str]]], *names: str
 
 
 def split_labels(text: str | None) -> list[str]:
-    """Open-vocabulary label lists as released: ``"['happy', 'tired']"``, ``"happy, tired"`` or ``"happy，tired"``.
+    """Open-vocabulary label lists as released: ``"['happy', 'tired']"``, ``"happy, tired"`` or ``"happy，tired"``,
+    split by the parser's splitter, so a gold label reads the way a model's answer is read (and round-trips through
+    :func:`affectllm.parsing.format_completion`).
 
     >>> split_labels("['Happy', 'relieved']"), split_labels("happy，tired; calm"), split_labels("")
     (['happy', 'relieved'], ['happy', 'tired', 'calm'], [])
     """
-    if not text:
-        return []
-    text = text.strip()
-    items: list[Any]
-    if text.startswith("["):
-        try:
-            items = list(ast.literal_eval(text))
-        except (ValueError, SyntaxError):
-            items = re.split(r"[,，;；]", text.strip("[]"))
-    else:
-        items = re.split(r"[,，;；、]", text)
-    out = [str(i).strip().strip("'\"").strip().lower() for i in items]
-    return list(dict.fromkeys(o for o in out if o))
+    return parse_labels(text or "")
 
 
 def scale(value: str | float | None, low: float, high: float) -> float | None:
