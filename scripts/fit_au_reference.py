@@ -126,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     labels = {name: expr for name, (expr, _) in faces.items()}
     meas = face_measures(faces)
     print(f"held-out faces with a mesh: {len(meas)} of {len(faces)} ({', '.join(meas)})")
+    print(f"AU intensities with the fitted reference ({len(meas)} faces):")
+    print(f"{'face':14s} {'expression':13s}" + " ".join(f"{c:>5s}" for c in AU_CODES))
+    for name, m in meas.items():
+        row = au_intensities(m[None], prior)[0]
+        print(f"{name:14s} {labels[name]:13s}" + " ".join(f"{v:5.2f}" for v in row))
     print(f"per-AU agreement with the EMFACS prototypes (present = intensity >= {args.threshold}):")
     print("reference  " + " ".join(f"{c:>5s}" for c in AU_CODES) + "   mean")
     for title, ref in (("fitted", prior), ("hand-set", HAND_PRIOR)):
