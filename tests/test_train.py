@@ -94,16 +94,76 @@ def test_grpo_steps_change_exactly_the_trainable_parameters(emoworld, sft_dir, t
         assert key in keys, (key, sorted(keys))
 
 
-def test_calibrate_stage_fits_a_posthoc_map_and_reports(emoworld, sft_dir, tmp_path):
+def _miscalibrated_predictions(path, clips, recipe):
+    """Stand-in for the stage's greedy completions: right answers stated at 0.55, wrong ones at 0.95 (a model
+    whose confidence says nothing), so the raw ECE is far from 0 whatever the 2-step model would have written."""
+    from affectllm.evaluation.runner import Correctness
+    from affectllm.parsing import gold_labels, parse_completion
+
+    judge, preds = Correctness(), []
+    for i, clip in enumerate(clips):
+        wrong = next(e for e in ("happy", "sad", "angry", "fearful") if judge([e], gold_labels(clip)) is False)
+        label, conf = (gold_labels(clip)[0], 0.55) if i % 2 == 0 else (wrong, 0.95)
+        preds.append(parse_completion(f"<think>AU6</think><answer>{label}</answer><confidence>{conf}</confidence>"))
+    return preds
+
+
+def test_calibrate_stage_fits_a_posthoc_map_and_reports(emoworld, sft_dir, tmp_path, monkeypatch):
     from affectllm.evaluation.posthoc import ConfidenceMap
     from affectllm.train import calibrate
 
+    monkeypatch.setattr(calibrate, "_completions", _miscalibrated_predictions)
     out = tmp_path / "cal"
     r = recipe("calibrate", emoworld, out, f"init_from={sft_dir}", "trainer.max_steps=1",
                "trainer.max_completion_length=8", "calibrate.posthoc_samples=4", "calibrate.posthoc=isotonic")
     report = calibrate.main(r)
     assert set(report["calibration"]) == {"before", "after", "after + post-hoc"}
     assert ConfidenceMap.load(out) is not None and (out / "reliability.png").is_file()
+    assert (out / "model.safetensors").is_file() and (out / "metrics.jsonl").is_file()  # the GRPO step ran
+    # the property a post-hoc map must have: on the split it was fitted on, it is no worse calibrated than the raw
+    # confidences (isotonic maps each pooled block of confidences to that block's accuracy)
+    fit = report["posthoc_fit"]
+    assert fit["split"] == "val" and fit["n"] >= 2 and fit["raw"]["ece"] > 0.1
+    assert fit["mapped"]["ece"] <= fit["raw"]["ece"] + 1e-9, fit
+    assert json.loads((out / "calibration_report.json").read_text())["posthoc_fit"] == fit
+
+
+def test_nonfinite_guard_skips_the_step_and_names_the_batch_the_loss_was_computed_on(emoworld, tmp_path):
+    """accelerate collates one batch ahead, so the collator's last batch is the NEXT one: the guard must name the
+    clips of the batch whose loss went non-finite, skip that step (no parameter moves) and keep training."""
+    from transformers import TrainerCallback
+
+    from affectllm.train import sft
+    from affectllm.train.callbacks import NonFiniteGuard
+    from affectllm.train.stage import load_stage_model
+
+    out = tmp_path / "sft"
+    r = recipe("sft", emoworld, out, "trainer.max_steps=3", "eval.enabled=false", "trainer.learning_rate=0.01")
+    model, processor = load_stage_model(r)
+    trainer = sft.build_trainer(r, model, processor, out)
+    poisoned: list[list[str]] = []
+
+    def compute_loss(model, inputs, *args, **kwargs):
+        ids = list(inputs["ids"])
+        loss = sft.AffectSFTTrainer.compute_loss(trainer, model, inputs, *args, **kwargs)
+        if trainer.state.global_step == 1:  # the second optimizer step's batch
+            poisoned.append(ids)
+            return loss * float("nan")
+        return loss
+
+    trainer.compute_loss = compute_loss
+    weights: dict[int, torch.Tensor] = {}
+
+    class Weights(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            weights[state.global_step] = trainer.model.lm_head.weight.detach().clone()
+
+    trainer.add_callback(Weights())
+    trainer.train()
+    guard = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, NonFiniteGuard))
+    assert len(poisoned) == 1 and guard.bad_steps == [{"step": 2, "ids": poisoned[0]}]
+    assert torch.equal(weights[1], weights[2]) and not torch.equal(weights[2], weights[3])  # skipped, then trains
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
 def _run_sft(emoworld, out, stop_at=None, resume=False):

@@ -51,21 +51,29 @@ def main(recipe: Recipe) -> dict[str, Any]:
 
 
 def posthoc_and_compare(recipe: Recipe, out: Path) -> dict[str, Any]:
-    """Fit the post-hoc map on ``calibrate.posthoc_split`` (unless ``posthoc: none``), then :func:`compare`."""
+    """Fit the post-hoc map on ``calibrate.posthoc_split`` (unless ``posthoc: none``), then :func:`compare`.
+
+    The report's ``posthoc_fit`` holds ECE/Brier/AUROC on the fitting split before and after the map (the map must
+    not make them worse there).
+    """
     opts = recipe.calibrate
-    conf_map = None
-    if opts.posthoc != "none":
-        held = select_clips(recipe.data.manifest, opts.posthoc_split, opts.posthoc_samples, recipe.seed)
-        conf, correct = confidence_pairs(_completions(out, held, recipe), held, Correctness.from_recipe(recipe))
-        conf_map = ConfidenceMap.fit(conf, correct, opts.posthoc)
-        conf_map.save(out)
-        log.info("post-hoc %s map fitted on %d %s clips -> %s", opts.posthoc, len(conf), opts.posthoc_split,
-                 out / "calibration.json")
-    return compare(recipe, out, conf_map)
+    if opts.posthoc == "none":
+        return compare(recipe, out, None)
+    held = select_clips(recipe.data.manifest, opts.posthoc_split, opts.posthoc_samples, recipe.seed)
+    conf, correct = confidence_pairs(_completions(out, held, recipe), held, Correctness.from_recipe(recipe))
+    conf_map = ConfidenceMap.fit(conf, correct, opts.posthoc)
+    conf_map.save(out)
+    log.info("post-hoc %s map fitted on %d %s clips -> %s", opts.posthoc, len(conf), opts.posthoc_split,
+             out / "calibration.json")
+    fit = {"split": opts.posthoc_split, "n": len(conf), "raw": calibration_metrics(conf, correct),
+           "mapped": calibration_metrics([conf_map.apply(c) for c in conf], correct)}
+    return compare(recipe, out, conf_map, posthoc_fit=fit)
 
 
-def compare(recipe: Recipe, out: Path, conf_map: ConfidenceMap | None) -> dict[str, Any]:
-    """Before (init_from) vs after (this stage, raw and post-hoc) on the test split; print, save, plot."""
+def compare(recipe: Recipe, out: Path, conf_map: ConfidenceMap | None,
+            posthoc_fit: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Before (init_from) vs after (this stage, raw and post-hoc) on the test split; print, save (with
+    ``posthoc_fit`` when given), plot."""
     try:
         test = select_clips(recipe.data.eval_manifest or recipe.data.manifest, recipe.eval.split,
                             recipe.eval.samples, recipe.seed)
@@ -79,7 +87,8 @@ def compare(recipe: Recipe, out: Path, conf_map: ConfidenceMap | None) -> dict[s
     if conf_map is not None:
         curves["after + post-hoc"] = confidence_pairs(after_text, test, judge, conf_map)
     report = {"before": score(before_text, test, judge), "after": score(after_text, test, judge, conf_map),
-              "calibration": {k: calibration_metrics(*v) for k, v in curves.items()}}
+              "calibration": {k: calibration_metrics(*v) for k, v in curves.items()},
+              **({"posthoc_fit": posthoc_fit} if posthoc_fit else {})}
     (out / "calibration_report.json").write_text(json.dumps(report, indent=2))
     reliability_plot(curves, out / "reliability.png")
     for name, m in report["calibration"].items():
