@@ -91,7 +91,7 @@ def _eval(a: argparse.Namespace) -> int:
     if not (a.model and a.tasks and a.out):
         raise ValueError("eval needs --model DIR --tasks NAME|PATH ... --out OUT (or --compare OUT1 OUT2)")
     return evaluate_main(a.model, a.tasks, a.out, limit=a.limit, batch_size=a.batch_size, wheel_dir=a.wheel_dir,
-                         device=a.device, dtype=a.dtype)
+                         device=a.device, dtype=a.dtype, resamples=a.resamples)
 
 
 def _add(sub: Any, name: str, help_text: str, fn: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
@@ -162,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the GPU when there is one)")
     p.add_argument("--dtype", default=None, help="weights' dtype (default: the saved config's)")
     p.add_argument("--compare", nargs=2, metavar=("OUT1", "OUT2"), help="compare two eval output folders")
-    p.add_argument("--resamples", type=int, default=None, help="paired-bootstrap resamples for --compare "
-                   "(default: the tasks')")
+    p.add_argument("--resamples", type=int, default=None, help="bootstrap resamples of every task (and of the "
+                   "paired bootstrap of --compare); default: the tasks' (1000)")
 
     metric = _add(sub, "metric", "Score predictions with the project's metrics.", lambda a: 2)
     msub = metric.add_subparsers(dest="metric_command", required=True, metavar="SUBCOMMAND")

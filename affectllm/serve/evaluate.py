@@ -45,10 +45,12 @@ def _summary(results: dict[str, Any], seconds: float, out: str) -> None:
 
 
 def evaluate_main(model: str, tasks: Sequence[str], out: str, limit: int | None = None, batch_size: int = 8,
-                  wheel_dir: str | None = None, device: str | None = None, dtype: str | None = None) -> int:
+                  wheel_dir: str | None = None, device: str | None = None, dtype: str | None = None,
+                  resamples: int | None = None) -> int:
     """Entry point of ``affectllm eval --model DIR --tasks ... --out OUT``.
 
-    Every task is loaded (and a bad one reported with its file and key) before the model loads.
+    Every task is loaded (and a bad one reported with its file and key) before the model loads. ``resamples``
+    overrides every task's ``bootstrap.resamples``.
 
     Returns:
         0 on success.
@@ -65,7 +67,8 @@ def evaluate_main(model: str, tasks: Sequence[str], out: str, limit: int | None 
     def progress(task: str, done: int, total: int) -> None:
         print(f"\r{task}: {done}/{total} clips", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
-    runner = Runner(engine_labeler(engine), batch_size=batch_size, wheel_dir=wheel_dir, progress=progress)
+    runner = Runner(engine_labeler(engine), batch_size=batch_size, wheel_dir=wheel_dir, progress=progress,
+                    resamples=resamples)
     results = run_eval(runner, specs, out, info, limit)
     _summary(results, time.perf_counter() - started, out)
     print(f"wrote {Path(out) / 'results.json'} and {Path(out) / 'report.md'}")
