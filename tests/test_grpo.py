@@ -10,6 +10,7 @@ import torch
 
 from affectllm.config import RewardSpec, load_recipe
 from affectllm.registry import REWARDS
+from affectllm.rewards.common import reward
 from affectllm.train import grpo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +25,12 @@ def text_length(completions: list, **kwargs) -> list[float]:
 
 
 MIXED = {"ew00001": ("video",), "ew00002": ("video", "audio")}  # clip id -> media removed
+
+
+@reward("test_needs_valence", columns=("valence",))
+def needs_valence(completions: list, *, valence: list, **kwargs) -> list[float]:
+    """Reads a column the GRPO rows do not carry."""
+    return [0.0 for _ in completions]
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +170,7 @@ def test_rewards_get_unique_log_names_trl_reads():
 def test_recipe_suppress_tokens_add_to_the_media_placeholders(tmp_path):
     recipe = load_recipe(ROOT / "recipes/tiny/grpo.yaml",
                          ["data.manifest=unused.jsonl", "trainer.generation_kwargs={suppress_tokens: [7, 3]}"])
-    args = grpo.grpo_args(recipe, tmp_path, [3, 900, 901], [1.0] * len(recipe.rewards))
+    args = grpo.grpo_args(recipe, tmp_path, [3, 900, 901])
     assert args.generation_kwargs["suppress_tokens"] == [3, 7, 900, 901]
 
 
@@ -175,12 +182,22 @@ def test_use_vllm_is_refused_at_build(emoworld, tmp_path, tiny):
         grpo.build_trainer(recipe, model, processor, tmp_path)
 
 
+def test_a_reward_whose_column_is_missing_fails_at_build_naming_it(emoworld, tmp_path, tiny):
+    recipe = grpo_recipe(emoworld, tmp_path)
+    recipe.rewards.append(RewardSpec(name="test_needs_valence", weight=1.0))
+    model, processor = tiny
+    with pytest.raises(ValueError, match="test_needs_valence.*valence"):
+        grpo.build_trainer(recipe, model, processor, tmp_path)
+
+
 def snapshot(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def test_grpo_steps_train_the_projectors_and_lora(mixed, tmp_path):
+    # a random model rarely stops within 12 tokens: keep its truncated completions in the loss
     recipe = grpo_recipe(mixed, tmp_path, "trainer.max_steps=2", "trainer.max_completion_length=12",
+                         "trainer.mask_truncated_completions=false",
                          "model.llm_mode=lora", "model.train_encoders=false", "trainer.learning_rate=0.01",
                          "trainer.temperature=1.5")
     recipe.rewards.append(RewardSpec(name="test_text_length", weight=1.0))

@@ -37,14 +37,14 @@ import torch
 from accelerate.utils import is_peft_model
 from trl import GRPOConfig, GRPOTrainer
 
-from ..config import Recipe
+from ..config import Recipe, trainer_args
 from ..data.manifest import select_clips
 from ..data.prompts import QUESTIONS
 from ..inputs.collate import build_prompt_inputs, media_kwargs, present_modalities
 from ..inputs.store import ClipStore
 from ..parsing import completion_text, parse_completion
 from ..rewards import make_reward
-from ..rewards.common import reward_columns
+from ..rewards.common import check_columns, declared_columns, reward_columns
 from ..types import MODALITY_TABLE, Clip
 from .callbacks import MetricsLogger, NonFiniteGuard
 from .stage import run_stage, trainable
@@ -52,6 +52,8 @@ from .stage import run_stage, trainable
 log = logging.getLogger("affectllm.train")
 MEDIA_PREFIX = "affect_media_"
 IDS_COLUMN = "affect_ids"
+ROW_COLUMNS = ("prompt", "id", "question")
+"""Dataset columns besides the reward columns (:func:`~affectllm.rewards.common.reward_columns`)."""
 # Model keyword (raw media or cached tower output) -> modality.
 _KEYWORD_MODALITY: dict[str, str] = {
     **{m.model_input: m.name for m in MODALITY_TABLE},
@@ -259,7 +261,7 @@ def grpo_rows(clips: Sequence[Clip], question: str, processor: Any, store: ClipS
     if not labelled:
         raise ValueError("no clip has labels to reward")
     built = build_prompt_inputs(processor, store, labelled, [question] * len(labelled), modalities, process=False)
-    return [{"prompt": text, "id": clip.id, "question": question, **reward_columns(clip)}
+    return [dict(zip(ROW_COLUMNS, (text, clip.id, question)), **reward_columns(clip))
             for text, clip in zip(built.texts, labelled)]
 
 
@@ -284,6 +286,7 @@ def named_reward(fn: Any, name: str, log_parse_stats: bool = False) -> Any:
         return fn(completions, **kwargs)
 
     reward_fn.__name__ = reward_fn.__qualname__ = name
+    reward_fn.columns = declared_columns(fn)  # type: ignore[attr-defined]  # what check_columns reads
     return reward_fn
 
 
@@ -305,16 +308,15 @@ def reward_functions(recipe: Recipe) -> tuple[list[Any], list[float]]:
     return funcs, [float(r.weight) for r in recipe.rewards]
 
 
-def grpo_args(recipe: Recipe, out: Path, media_token_ids: Sequence[int], weights: Sequence[float]) -> GRPOConfig:
-    """TRL's config from the recipe; the media placeholders are added to any ``generation_kwargs.suppress_tokens``
-    (a sampled placeholder would have no media behind it)."""
-    defaults = {"logging_steps": 1, "report_to": ["tensorboard"], "seed": recipe.seed, "data_seed": recipe.seed,
-                "gradient_checkpointing": False}
-    generation_kwargs = dict(recipe.trainer.get("generation_kwargs") or {})
+def grpo_args(recipe: Recipe, out: Path, media_token_ids: Sequence[int]) -> GRPOConfig:
+    """TRL's config (:func:`~affectllm.config.trainer_args`), the media placeholders added to the recipe's
+    ``generation_kwargs.suppress_tokens`` (a sampled placeholder would have no media behind it)."""
+    args = trainer_args(recipe, out)
+    generation_kwargs = dict(args.generation_kwargs or {})
     extra = generation_kwargs.get("suppress_tokens") or []
     generation_kwargs["suppress_tokens"] = sorted({*media_token_ids, *extra})
-    trainer_opts = {**defaults, **recipe.trainer, "generation_kwargs": generation_kwargs}
-    return GRPOConfig(output_dir=str(out), **trainer_opts, reward_weights=list(weights), remove_unused_columns=False)
+    args.generation_kwargs = generation_kwargs
+    return args
 
 
 def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
@@ -322,18 +324,17 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
     """The configured trainer (shared by GRPO and the calibration stage).
 
     Raises:
-        ValueError: ``use_vllm`` is set (vLLM generation does not carry media), or the tokenizer has no pad token.
+        ValueError: a bad ``trainer:`` block (``use_vllm`` included: vLLM generation does not carry media), a
+            reward reading a column the rows lack (named), or a tokenizer without a pad token.
     """
     from datasets import Dataset
 
-    funcs, weights = reward_functions(recipe)
-    args = grpo_args(recipe, out, list(model.config.media_token_ids.values()), weights)
-    if args.use_vllm:
-        raise ValueError(f"{recipe.stage}: trainer.use_vllm=true is not supported: vLLM generation would get the "
-                         "prompts without their video/audio/face/AU media; set trainer.use_vllm=false")
+    funcs, _ = reward_functions(recipe)
+    args = grpo_args(recipe, out, list(model.config.media_token_ids.values()))
     if processor.tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token")
     clips = select_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
+    check_columns(funcs, [*ROW_COLUMNS, *reward_columns(clips[0])])
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     rows = grpo_rows(clips, QUESTIONS[recipe.task], processor, store, model.config.enabled_modalities())
     model = trainable(model, recipe)
