@@ -1,8 +1,10 @@
 """`affectllm demo`: the whole pipeline on EmoWorld with the tiny preset, on one CPU.
 
 1. synthesize EmoWorld (videos, voices, transcripts, gold, oracle and baselines);
-2. stage 1 SFT, 3. stage 2 GRPO, 4. stage 3 calibration — the recipes in ``recipes/tiny/``, chained by
-   ``init_from``, exactly as ``affectllm train`` runs them;
+2. stage 1 SFT, 3. stage 2 GRPO, 4. stage 3 calibration — the tiny recipes the package ships
+   (``affectllm/recipes/tiny/``, read through :mod:`importlib.resources`, so a wheel install runs it too;
+   ``recipes/tiny/`` in the repository is a copy of them), chained by ``init_from``, exactly as ``affectllm train``
+   runs them;
 5. a table of EW-F, HIT, AU-F1 and ECE on the test split per stage, between EmoWorld's floor (baselines) and
    ceiling (oracle), saved as ``summary.json`` and ``summary.png``.
 
@@ -13,28 +15,32 @@ from __future__ import annotations
 
 import json
 import time
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "tiny"
 QUICK = {"sft": ["trainer.max_steps=4"], "grpo": ["trainer.max_steps=2", "trainer.max_completion_length=16"],
          "calibrate": ["trainer.max_steps=1", "trainer.max_completion_length=16", "calibrate.posthoc_samples=8"]}
 STAGES = ("sft", "grpo", "calibrate")
 
 
-def _stage(stage: str, manifest: Path, out: Path, quick: bool) -> dict[str, Any]:
+def load_tiny_recipe(stage: str, overrides: list[str] | None = None) -> Any:
+    """The shipped tiny recipe of ``stage`` (package data ``affectllm/recipes/tiny/<stage>.yaml``), loaded."""
     from .config import load_recipe
+
+    with as_file(files("affectllm") / "recipes" / "tiny" / f"{stage}.yaml") as path:
+        return load_recipe(path, overrides)
+
+
+def _stage(stage: str, manifest: Path, out: Path, quick: bool) -> dict[str, Any]:
     from .train.run import run_stage
 
-    recipe_path = RECIPES / f"{stage}.yaml"
-    if not recipe_path.is_file():
-        raise FileNotFoundError(f"{recipe_path}: the demo runs from a source checkout (recipes/ beside affectllm/)")
     overrides = [f"data.manifest={manifest}", f"output_dir={out / stage}"]
     if stage != "sft":
         overrides.append(f"init_from={out / STAGES[STAGES.index(stage) - 1]}")
     if quick:
         overrides += QUICK[stage] + ["eval.samples=8", "eval.max_new_tokens=32"]
-    return run_stage(load_recipe(recipe_path, overrides)) or {}
+    return run_stage(load_tiny_recipe(stage, overrides)) or {}
 
 
 def _row(result: dict[str, Any]) -> dict[str, Any]:
