@@ -156,6 +156,24 @@ def test_task_typo_names_file_and_key(tmp_path):
         load_task("nope")
 
 
+def test_importer_task_selects_the_protocol_split(tmp_path, monkeypatch):
+    from affectllm.evaluation.harness import select
+
+    for rel in ("Actor_12/01-01-06-02-02-01-12.mp4", "Actor_21/03-01-03-01-01-02-21.wav",
+                "Actor_22/03-01-02-01-01-01-22.wav"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"\0")
+    monkeypatch.setenv("RAVDESS_ROOT", str(tmp_path))
+    clips = select(load_task("ravdess"))
+    assert sorted((c.id, c.emotion) for c in clips) == [("ravdess/01-02-01-01-01-22", "calm"),
+                                                        ("ravdess/01-03-01-01-02-21", "happy")]  # actor 12: train
+    path = tmp_path / "opt.yaml"
+    path.write_text("dataset:\n  importer: ravdess\n  root: /x\n  options: {test_actor: [1]}\nmetrics: [uar]\n"
+                    "classes: [calm]\n")
+    with pytest.raises(TaskError, match=r"opt\.yaml.*dataset\.options\.test_actor.*test_actors"):
+        load_task(str(path))
+
+
 def test_every_shipped_task_loads(monkeypatch):
     names = shipped_tasks()
     for dataset in ("mer2023", "mer2024", "ovmerd_plus", "mafw", "dfew", "ferv39k", "ravdess", "cremad", "iemocap",

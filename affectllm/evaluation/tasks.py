@@ -171,8 +171,8 @@ def validate(spec: TaskSpec) -> None:
     ds = spec.dataset
     if bool(ds.manifest) == bool(ds.importer):
         fail("dataset", "give exactly one of dataset.manifest or dataset.importer (+ dataset.root)")
-    if ds.importer and not ds.root:
-        fail("dataset.root", f"importer {ds.importer!r} needs the release folder (dataset.root)")
+    if ds.importer:
+        _check_importer(ds, fail)
     if spec.parse not in PARSE_MODES:
         fail("parse", f"{spec.parse!r} is not one of {', '.join(PARSE_MODES)}")
     if not spec.metrics:
@@ -198,6 +198,24 @@ def validate(spec: TaskSpec) -> None:
     class_metrics = [m for m in spec.metrics if m in ("accuracy", "uar", "war", "weighted_f1")]
     if class_metrics and not spec.classes:
         fail("classes", f"{', '.join(class_metrics)} need the task's classes")
+
+
+def _check_importer(ds: DatasetSpec, fail: Callable[[str, str], None]) -> None:
+    """The importer exists, has a release folder, and takes the options given (its signature names them)."""
+    import inspect
+
+    from ..data.sources import DATASETS
+
+    if not ds.root:
+        fail("dataset.root", f"importer {ds.importer!r} needs the release folder (dataset.root)")
+    try:
+        loader = DATASETS.get(ds.importer)
+    except KeyError as err:
+        fail("dataset.importer", str(err.args[0]))
+    params = list(inspect.signature(loader).parameters)[1:]  # the first one is root
+    for key in ds.options:
+        if key not in params:
+            fail(f"dataset.options.{key}", f"{ds.importer} has no such option (options: {', '.join(params)})")
 
 
 # --- gold ---------------------------------------------------------------------------------------------------
