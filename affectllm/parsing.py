@@ -270,8 +270,9 @@ def stated_confidence(pred: Prediction) -> float | None:
 
     One rule for the calibration reward, the post-hoc fit and ECE/Brier/AUROC: a missing or unreadable confidence,
     a percentage (``"80%"``, ``"80"``: not the format the model is taught) and an answer without labels (empty or
-    cut at the length limit) give None. The reward scores None as a format failure; evaluation leaves the sample out
-    of the calibration metrics and reports the share of such samples.
+    cut at the length limit) give None. The reward scores None as a format failure (below every valid answer, so
+    hiding the confidence never pays); evaluation counts it as confidence 0 (none was stated) and reports the share
+    of such samples.
 
     >>> stated_confidence(parse_completion("<answer>sad</answer><confidence>0.7</confidence>"))
     0.7

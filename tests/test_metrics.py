@@ -146,8 +146,9 @@ def test_evaluation_judges_correct_as_the_calibration_reward_does() -> None:
         reward = make_reward("calibration", **kwargs)(texts, labels=[c.labels for c in clips], emotion=[None] * 6)
         conf, correct = confidence_pairs(preds, clips, judge)
         # the reward's Brier value says what it judged: 1 - 0.04 when right, -0.64 when wrong; the last two have no
-        # usable confidence, so the reward fails them and evaluation leaves them out of the calibration metrics
-        assert correct == [r > 0 for r in reward[:4]] and conf == [0.8] * 4 and reward[4:] == [-1.5, -1.5]
+        # usable confidence ("80%" included): the reward fails them, evaluation counts them as confidence 0
+        assert correct[:4] == [r > 0 for r in reward[:4]] and reward[4:] == [-1.5, -1.5]
+        assert conf == [0.8] * 4 + [0.0, 0.0] and correct[4:] == [True, True]
     assert Correctness.from_recipe(SimpleNamespace(rewards=[])) == Correctness()
 
 
@@ -159,4 +160,4 @@ def test_evaluation_parses_each_completion_once(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(runner, "parse_completion", lambda t: calls.append(t) or parse_completion(t))
     result = runner.evaluate(None, None, [Clip(id=str(i), labels=["happy"]) for i in range(3)], None,
                              conf_map=SimpleNamespace(apply=lambda c: c))
-    assert len(calls) == 3 and result["ew_f"] == 1.0 and result["no_confidence"] == 1.0 and result["ece"] is None
+    assert len(calls) == 3 and result["ew_f"] == 1.0 and result["no_confidence"] == 1.0 and result["ece"] == 1.0

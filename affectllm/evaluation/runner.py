@@ -2,9 +2,10 @@
 
 "Correct" is :func:`affectllm.metrics.is_correct` with the taxonomy, level and threshold of the recipe's
 ``calibration`` reward (:meth:`Correctness.from_recipe`), so the post-hoc fit and ECE/Brier/AUROC measure what the
-reward optimises. A sample enters the calibration metrics only with a stated confidence
-(:func:`affectllm.parsing.stated_confidence`: a plain number next to a readable answer; the reward scores the rest
-as format failures); the share without one is reported as ``no_confidence``.
+reward optimises. The confidence of a sample is :func:`affectllm.parsing.stated_confidence` (a plain number next to a
+readable answer), the rule the reward uses; a completion without one (missing, a word, a percentage, no answer)
+counts as confidence 0 here, the model having stated none, while the reward scores it below every valid answer so
+that hiding the confidence never pays in training. The share of such completions is reported as ``no_confidence``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from ..jsonl import write_jsonl, write_text
 from ..metrics import au_f1, auroc, brier, ew_scores, expected_calibration_error, hit_rate, is_correct
 from ..parsing import gold_labels, parse_completion, stated_confidence
 from ..rewards import make_reward
-from ..taxonomy import Taxonomy, default_taxonomy, get_taxonomy
+from ..rewards.common import resolve_taxonomy
+from ..taxonomy import Taxonomy, default_taxonomy
 from ..types import Clip, Prediction
 
 
@@ -46,7 +48,7 @@ class Correctness:
             return cls()
         bound = inspect.signature(make_reward(spec.name, **spec.kwargs)).parameters
         option = {name: bound[name].default for name in ("taxonomy", "wheel_dir", "table", "level", "threshold")}
-        taxonomy = option["taxonomy"] or get_taxonomy(option["wheel_dir"], option["table"])
+        taxonomy = resolve_taxonomy(option["taxonomy"], option["wheel_dir"], option["table"])
         return cls(taxonomy, option["level"], float(option["threshold"]))
 
     def __call__(self, labels: Sequence[str], gold: Sequence[str]) -> bool | None:
@@ -78,15 +80,16 @@ def predict(model: Any, processor: Any, clips: Sequence[Clip], store: ClipStore,
 
 def confidence_pairs(preds: Sequence[Prediction], clips: Sequence[Clip], correctness: Correctness = Correctness(),
                      conf_map: Any = None) -> tuple[list[float], list[bool]]:
-    """(stated confidence, correct) per clip that can be judged and has a stated confidence.
+    """(stated confidence, correct) per clip that can be judged; a completion without a usable confidence counts 0.
 
     With ``conf_map`` (a :class:`~affectllm.evaluation.posthoc.ConfidenceMap`) the confidences are mapped first.
     """
     conf, correct = [], []
     for pred, clip in zip(preds, clips, strict=True):
         right, c = correctness(pred.labels, gold_labels(clip)), stated_confidence(pred)
-        if right is None or c is None:
+        if right is None:
             continue
+        c = 0.0 if c is None else c
         conf.append(conf_map.apply(c) if conf_map is not None else c)
         correct.append(right)
     return conf, correct

@@ -24,8 +24,8 @@ from typing import Any
 
 from affectllm.metrics import is_correct
 from affectllm.parsing import stated_confidence
-from affectllm.rewards.common import gold_column, parse_all, reward
-from affectllm.taxonomy import Taxonomy, get_taxonomy
+from affectllm.rewards.common import gold_column, parse_all, resolve_taxonomy, reward
+from affectllm.taxonomy import Taxonomy
 
 SCORES = ("brier", "log")
 LOG_FLOOR = 0.01  # clip: ln(0.01) ≈ -4.6, so one confident mistake cannot dominate a batch
@@ -78,7 +78,7 @@ def calibration_reward(
     """
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-    tax = taxonomy if taxonomy is not None else get_taxonomy(wheel_dir, table)
+    tax = resolve_taxonomy(taxonomy, wheel_dir, table)
     golds = gold_column(labels, emotion, len(completions), "calibration")
     out: list[float | None] = []
     for pred, gold in zip(parse_all(completions), golds, strict=True):

@@ -12,6 +12,7 @@ from typing import Any
 
 from affectllm.parsing import gold_labels, parse_completion
 from affectllm.registry import REWARDS
+from affectllm.taxonomy import Taxonomy, get_taxonomy
 from affectllm.types import Clip, Prediction
 
 TRL_COLUMNS: frozenset[str] = frozenset(
@@ -86,3 +87,9 @@ def gold_column(labels: Sequence[Any] | None, emotion: Sequence[Any] | None, n: 
     """Gold labels per row from the ``labels`` and ``emotion`` columns (``labels``, else ``[emotion]``)."""
     rows = zip(column(labels, n, reward_name, "labels"), column(emotion, n, reward_name, "emotion"), strict=True)
     return [gold_labels({"labels": lab, "emotion": emo}) for lab, emo in rows]
+
+
+def resolve_taxonomy(taxonomy: Taxonomy | None, wheel_dir: str | None, table: str) -> Taxonomy:
+    """The taxonomy a reward scores on: ``taxonomy`` when given, else the MER tables in ``wheel_dir``, else the
+    built-in one (the ``taxonomy``/``wheel_dir``/``table`` options of ``ew``, ``label`` and ``calibration``)."""
+    return taxonomy if taxonomy is not None else get_taxonomy(wheel_dir, table)

@@ -21,14 +21,10 @@ from typing import Any
 
 from affectllm.metrics import ew_sample_f
 from affectllm.parsing import clean_label
-from affectllm.rewards.common import column, gold_column, parse_all, reward
-from affectllm.taxonomy import Taxonomy, get_taxonomy
+from affectllm.rewards.common import column, gold_column, parse_all, resolve_taxonomy, reward
+from affectllm.taxonomy import Taxonomy
 
 LABEL_MODES = ("normalised", "exact")
-
-
-def _taxonomy(taxonomy: Taxonomy | None, wheel_dir: str | None, table: str) -> Taxonomy:
-    return taxonomy if taxonomy is not None else get_taxonomy(wheel_dir, table)
 
 
 @reward("ew", columns=("labels", "emotion"))
@@ -59,7 +55,7 @@ def ew_reward(
     Raises:
         ValueError: the ``labels``/``emotion`` columns missing or of the wrong length.
     """
-    tax = _taxonomy(taxonomy, wheel_dir, table)
+    tax = resolve_taxonomy(taxonomy, wheel_dir, table)
     golds = gold_column(labels, emotion, len(completions), "ew")
     out: list[float | None] = []
     for pred, gold in zip(parse_all(completions), golds, strict=True):
@@ -90,7 +86,7 @@ def label_reward(
     """
     if mode not in LABEL_MODES:
         raise ValueError(f"mode must be one of {LABEL_MODES}, got {mode!r}")
-    tax = _taxonomy(taxonomy, wheel_dir, table) if mode == "normalised" else None
+    tax = resolve_taxonomy(taxonomy, wheel_dir, table) if mode == "normalised" else None
     n = len(completions)
     out: list[float | None] = []
     rows = zip(parse_all(completions), column(emotion, n, "label", "emotion"), column(labels, n, "label", "labels"),

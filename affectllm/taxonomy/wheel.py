@@ -133,9 +133,10 @@ class Taxonomy:
 
     def normalize_all(self, label: str, level: str = "level1") -> tuple[str | None, ...]:
         """Clusters of ``label`` on every wheel (a tuple in wheel order), cached per raw label string."""
-        _check_level(level)
-        table = self._tables[level]
-        hit = table.get(label)
+        table = self._tables.get(level)
+        if table is None:
+            _check_level(level)  # raises: the tables are keyed by the valid levels (checked only on a miss: hot path)
+        hit = table.get(label)  # type: ignore[union-attr]
         if hit is None:
             hit = tuple(self.normalize_uncached(label, w.name, level) for w in self.wheels)
             table[label] = hit
