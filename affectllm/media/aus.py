@@ -9,7 +9,8 @@ Method (see docs/media.md for the full account and its limits):
    scale and head rotation (as far as the mesh's depth estimate allows).
 2. **Measures.** Eleven distances in that frame, each the mean of both sides where the face has two
    (:data:`MEASURES`): inner/outer brow height over the eye corners, inner-brow gap, eye opening, lower-lid and
-   cheek height, nose-wing height, lip-corner height under the nose, mouth width, inner-lip gap, chin drop.
+   cheek height, nose-wing height, lip-corner height against the lip midline (so an open jaw is not a
+   lip-corner drop), mouth width, inner-lip gap, chin drop.
 3. **Baseline.** Each measure is compared with a neutral reference: the population reference (:data:`PRIOR`,
    the measures of the rest face of py-feat's AU -> mesh model, fitted by ``scripts/fit_au_reference.py``), the
    clip's own neutral, or a given neutral face. ``neutral="auto"`` takes the clip's most neutral frame only
@@ -36,7 +37,7 @@ import numpy as np
 from ..types import AU_FEATURE_DIM
 
 # Written by scripts/fit_au_reference.py (``--write`` prints this line); see PRIOR below.
-PRIOR_FIT: tuple[float, ...] = (0.261, 0.205, 0.445, 0.125, 0.045, 0.228, 0.591, 0.331, 0.823, 0.099, 0.973)
+PRIOR_FIT: tuple[float, ...] = (0.261, 0.205, 0.445, 0.125, 0.045, 0.228, 0.591, -0.021, 0.823, 0.099, 0.973)
 AU_CODES: tuple[str, ...] = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU9", "AU12", "AU15", "AU20", "AU25", "AU26")
 AU_NAMES: dict[str, str] = {
     "AU1": "inner brow raiser",
@@ -135,7 +136,7 @@ def measures(landmarks: np.ndarray) -> np.ndarray:
             both(lambda s: y(_LOWER_LID[s])) - corners_y,
             both(lambda s: y(_CHEEK[s])) - corners_y,
             both(lambda s: y(_NOSE_WING[s])),
-            both(lambda s: y(_MOUTH_CORNER[s])) - y(_SUBNASALE),
+            both(lambda s: y(_MOUTH_CORNER[s])) - (y(_LIP_UPPER_INNER) + y(_LIP_LOWER_INNER)) / 2,
             float(_pt(q, _MOUTH_CORNER[1])[0] - _pt(q, _MOUTH_CORNER[0])[0]),
             y(_LIP_LOWER_INNER) - y(_LIP_UPPER_INNER),
             y(_CHIN) - y(_SUBNASALE),
@@ -154,7 +155,7 @@ PERSON_TOLERANCE = 0.35
 # NEUTRAL_ENERGY against the population reference and its most expressive frame at least EXPRESSION_RANGE more.
 # Both in summed intensity units; the near-neutral photograph (grace_hopper.jpg) sums to about 0.1.
 NEUTRAL_ENERGY = 0.6
-EXPRESSION_RANGE = 0.5
+EXPRESSION_RANGE = 0.4
 # A smile lifts the nose wings too (about 0.4 of the lip-corner lift on the photographs we checked); AU9 counts
 # only the part of the nose-wing lift a smile does not explain.
 SMILE_NOSE_SHARE = 0.4
@@ -235,7 +236,7 @@ class AUResult:
         baseline_source: ``"prior"`` (the population reference), ``"clip"`` (the clip's most neutral frame,
             clamped) or ``"given"``.
         valid: ``[t]`` bool, the frame has a mesh.
-        baseline_note: why that reference, e.g. ``"no neutral segment (AU-sum range 0.02 < 0.5)"``.
+        baseline_note: why that reference, e.g. ``"no neutral segment (AU-sum range 0.02 < 0.4)"``.
     """
 
     intensities: np.ndarray
