@@ -106,6 +106,22 @@ def _as_is(item: list[Decoded]) -> list[Decoded]:
     return item  # DataLoader's default collate would turn the frames into tensors
 
 
+def _worker_init(_: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # the workers are the parallelism (as in data prep)
+
+
+def _worker_context() -> Any:
+    import multiprocessing as mp
+
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["affectllm.serve.media_policy", "affectllm.media.pipeline", "cv2", "av"])
+    return ctx
+
+
 def label_chunk(engine: Engine, items: Sequence[Decoded], question: str | None, gen: GenerationOptions,
                 questions: dict[str, str]) -> list[dict[str, Any]]:
     """Rows of one decoded chunk, in chunk order (clips asking the same question share one generate call)."""
@@ -168,9 +184,12 @@ def run_torch(job: LabelJob, engine: Engine, inputs: Inputs, out: Path, done: se
     mine = [ch for k, ch in enumerate(chunked(inputs.clips, job.batch_size))
             if k % world == rank and any(c.id not in done for c in ch)]
     todo = sum(c.id not in done for ch in mine for c in ch)
+    workers = {"num_workers": job.num_workers}
+    if job.num_workers:
+        # Not fork: a forked worker inherits this process's mediapipe graphs and torch threads (it crashed so).
+        workers.update(prefetch_factor=2, worker_init_fn=_worker_init, multiprocessing_context=_worker_context())
     loader = torch.utils.data.DataLoader(ChunkDecoder(mine, engine.media), batch_size=None, shuffle=False,
-                                         num_workers=job.num_workers, collate_fn=_as_is,
-                                         prefetch_factor=2 if job.num_workers else None)
+                                         collate_fn=_as_is, **workers)
     made = 0
     with shards.ShardWriter(out, f"{rank:05d}") as writer, _progress(job.progress and rank == 0) as bar:
         task = bar.add_task("label", total=todo)
