@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -45,9 +46,36 @@ def _data_synth(a: argparse.Namespace) -> int:
 
 
 def _data_prep(a: argparse.Namespace) -> int:
-    from .inputs.prep import run_from_args
+    from .inputs.prep import PrepConfig, prep_main
 
-    return run_from_args(a)
+    config = PrepConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(PrepConfig)})
+    return prep_main(a.manifest, a.out, config)
+
+
+def _add_prep_arguments(p: argparse.ArgumentParser) -> None:
+    """``data prep``'s options: one per :class:`~affectllm.inputs.prep.PrepConfig` field (``dest`` = the field),
+    with its default and help, so the defaults are written once."""
+    from .inputs.prep import PrepConfig
+
+    d = PrepConfig()
+    h = {f.name: f.metadata["help"] for f in dataclasses.fields(PrepConfig)}
+    p.add_argument("manifest", help="JSONL manifest (paths relative to it)")
+    p.add_argument("--out", required=True, help="output folder: prep.jsonl, arrays/, features/")
+    p.add_argument("--workers", type=int, default=d.workers, help=h["workers"])
+    p.add_argument("--num-frames", type=int, default=d.num_frames, help=h["num_frames"])
+    p.add_argument("--strategy", choices=["uniform", "fps", "segment"], default=d.strategy, help=h["strategy"])
+    p.add_argument("--fps", type=float, default=d.fps, help=h["fps"])
+    p.add_argument("--max-frames", type=int, default=d.max_frames, help=h["max_frames"])
+    p.add_argument("--backend", choices=["decord", "pyav"], default=d.backend, help=h["backend"])
+    p.add_argument("--max-side", type=int, default=d.max_side, help=h["max_side"])
+    p.add_argument("--max-duration", dest="max_duration_s", type=float, default=d.max_duration_s,
+                   help=h["max_duration_s"])
+    p.add_argument("--no-faces", dest="faces", action="store_false", help=f"do not {h['faces']}")
+    p.add_argument("--face-size", type=int, default=d.face_size, help=h["face_size"])
+    p.add_argument("--retry-errors", action="store_true", help=h["retry_errors"])
+    p.add_argument("--no-progress", dest="progress", action="store_false", help=f"do not {h['progress']}")
+    p.add_argument("--cache-features", action="store_true", help=h["cache_features"])
+    p.add_argument("--model", default=d.model, help=h["model"])
 
 
 def _train(a: argparse.Namespace) -> int:
@@ -124,9 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="knob overrides, e.g. size=64 workers=2 (see docs/emoworld.md)")
     p = _add(dsub, "prep", "Decode, sample frames, crop faces, estimate AUs (and cache encoder features) per clip; "
              "resumable, parallel, writes DIR/prep.jsonl.", _data_prep)
-    from .inputs.prep import add_arguments
-
-    add_arguments(p)
+    _add_prep_arguments(p)
     p = _add(dsub, "check", "Validate every manifest row and probe every media file; exit 1 if any row is bad.",
              _data_check)
     p.add_argument("manifest")
@@ -194,6 +220,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The project's own error types, whose messages name the file, line or field and what to do: the CLI prints
+    them as one line. Anything else (a KeyError, a RuntimeError...) is a bug and raises with its traceback."""
+    from .config import RecipeError
+    from .data.manifest import ManifestError
+    from .data.sources._base import LayoutError
+    from .evaluation.label_file import InputError
+    from .evaluation.tasks import TaskError
+    from .inputs.features import FeatureCacheError
+    from .media.common import MediaError
+    from .media.faces import FaceBackendError
+    from .serve.shards import JobMismatchError
+
+    return (RecipeError, ManifestError, LayoutError, InputError, TaskError, FeatureCacheError, MediaError,
+            FaceBackendError, JobMismatchError, FileNotFoundError)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
@@ -202,19 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as err:
-        from .config import RecipeError
-
-        if isinstance(err, RecipeError) or not _debug():
-            print(f"affectllm: error: {err}", file=sys.stderr)
-            return 2
-        raise
-
-
-def _debug() -> bool:
-    import os
-
-    return os.environ.get("AFFECTLLM_DEBUG", "") not in ("", "0")
+    except user_errors() as err:  # evaluated only when something was raised: --help stays cheap
+        print(f"affectllm: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

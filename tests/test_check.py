@@ -73,7 +73,7 @@ def test_good_manifest_exits_zero_with_summary(media: Path, capsys: pytest.Captu
     )
     assert check_main(str(path)) == 0
     out = capsys.readouterr().out
-    assert "rows with errors" in out and "train: 1" in out and "opened with PyAV" in out
+    assert "rows with errors" in out and "train: 1" in out and "(opened)" in out
 
 
 def test_broken_manifest_reports_lines_and_fields(media: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -133,10 +133,48 @@ def test_print_is_capped(media: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "and 3 more problems" in capsys.readouterr().out
 
 
-def test_own_pyav_probe_when_media_decode_is_absent(media: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import affectllm.data.check as check
+def test_probe_gives_the_decoders_media_info(media: Path) -> None:
+    from affectllm.media.common import MediaInfo
 
-    monkeypatch.setattr(check, "_house_probe", lambda: None)
-    assert probe_file(str(media / "a.mp4"), "video").width == 32
+    check = probe_file(str(media / "a.mp4"), "video")
+    assert isinstance(check.info, MediaInfo) and check.info.has_video and check.width == 32
     assert "no audio stream" in probe_file(str(media / "a.mp4"), "audio").error
     assert "cannot be opened" in probe_file(str(media / "junk.mp4"), "video").error
+
+
+def test_windows_follow_the_decoders_rules(media: Path) -> None:
+    """Same rules as decoding (clip_window/clamp_window): an end within WINDOW_SLACK_S of the file's end is fine,
+    one further past it is a warning, a start past the end an error; the duration counts the clamped window."""
+    from affectllm.media.common import WINDOW_SLACK_S
+
+    duration = probe_file(str(media / "a.wav"), "audio").duration
+    rows = [
+        {"id": "slack", "audio": "a.wav", "start": 0.0, "end": duration + WINDOW_SLACK_S / 2},
+        {"id": "past", "audio": "a.wav", "start": 0.1, "end": duration + 2 * WINDOW_SLACK_S},
+        {"id": "after", "audio": "a.wav", "start": duration + 1.0},
+    ]
+    report = check_manifest(_manifest(media / "win.jsonl", rows))
+    assert [(p.line, p.field, p.severity) for p in report.problems] == [(2, "end", "warning"), (3, "start", "error")]
+    assert "past the file's duration" in report.problems[0].message
+    assert report.duration == pytest.approx(duration + (duration - 0.1))  # windows, inside the file
+
+
+def test_cli_prints_project_errors_as_one_line_and_lets_bugs_raise(monkeypatch, capsys) -> None:
+    import affectllm.data.check as check
+    from affectllm.cli import main
+    from affectllm.data.manifest import ManifestError, Problem
+
+    def manifest_error(*args, **kwargs):
+        raise ManifestError([Problem(3, "labels", "must be a list", "write it as a JSON list", path="m.jsonl")])
+
+    monkeypatch.setattr(check, "check_main", manifest_error)
+    assert main(["data", "check", "m.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("affectllm: error: ") and "m.jsonl:3" in err and "labels: must be a list" in err
+
+    def bug(*args, **kwargs):
+        return {}["missing key"]
+
+    monkeypatch.setattr(check, "check_main", bug)
+    with pytest.raises(KeyError, match="missing key"):  # a bug keeps its traceback
+        main(["data", "check", "m.jsonl"])

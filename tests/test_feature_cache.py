@@ -120,19 +120,21 @@ def test_a_stale_cache_is_refused_with_a_clear_message(cached):
         for p in other.model.encoders["video"].parameters():
             p.mul_(1.5)
     store = ClipStore(str(cached["prep"]))
-    with pytest.raises(ValueError, match=r"stale encoder feature cache: made by .*model .*--cache-features"):
+    from affectllm.inputs.features import FeatureCacheError
+
+    with pytest.raises(FeatureCacheError, match=r"stale encoder feature cache: made by .*model .*--cache-features"):
         SftCollator(processor, store, model.config.enabled_modalities(), model=other)
     assert ClipStore(str(cached["prep"])).features_for(model, processor)
     assert ClipStore(None).features_for(model, processor) is False  # no prep folder: live encoders
 
 
-def test_prep_without_a_model_directory_says_so(cached, tmp_path):
-    from affectllm.inputs.prep import prep_main
+def test_prep_without_a_model_directory_says_so(cached, tmp_path, capsys):
+    from affectllm.inputs.prep import PrepConfig, prep_main
 
     for model in (None, str(tmp_path / "nowhere")):
-        with pytest.raises(ValueError, match="cache_features.*--model"):
-            prep_main(str(cached["manifest"]), str(tmp_path / "out"), progress=False, cache_features=True,
-                      model=model)
+        config = PrepConfig(progress=False, cache_features=True, model=model)
+        assert prep_main(str(cached["manifest"]), str(tmp_path / "out"), config) == 2
+        assert "cache_features" in capsys.readouterr().err
 
 
 def test_grpo_media_dedup_switch_changes_encoding_not_inputs(cached, tmp_path):

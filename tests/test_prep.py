@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 from skimage import data
 
-from affectllm.inputs.prep import PREP_FILE, load_done, prep_main
+from affectllm.inputs.prep import PREP_FILE, PrepConfig, load_done, prep_main
 from affectllm.media.aus import AU_CODES, FEATURE_DIM
 from affectllm.types import DecodedClip
 from tests.media_fixtures import write_corrupt, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
+QUIET = PrepConfig(progress=False)
+NO_FACES = PrepConfig(progress=False, faces=False)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def _media_rows(media: Path, n_face: int = 1) -> list[dict]:
 
 def test_prep_writes_rows_and_arrays_and_records_bad_items(media: Path, tmp_path: Path, capsys) -> None:
     manifest = _manifest(tmp_path / "m.jsonl", _media_rows(media), extra="{not json\n")
-    rc = prep_main(str(manifest), str(tmp_path / "out"), progress=False)
+    rc = prep_main(str(manifest), str(tmp_path / "out"), QUIET)
     assert rc == 1, "bad items make the exit status non-zero; the batch still finished"
     assert "m.jsonl:5: error: json: invalid JSON" in capsys.readouterr().err
     rows = {r["id"]: r for r in _rows(tmp_path / "out")}
@@ -80,22 +82,23 @@ def test_resume_skips_done_ids_and_repairs_a_torn_line(media: Path, tmp_path: Pa
     done = {"id": "face0", "frames": 8, "faces_found": 8, "aus_estimated": {}, "error": None, "marker": 1}
     (out / PREP_FILE).write_text(json.dumps(done) + "\n" + '{"id": "plain", "fra')
     manifest = _manifest(tmp_path / "m.jsonl", _media_rows(media))
-    prep_main(str(manifest), str(out), progress=False)
+    prep_main(str(manifest), str(out), QUIET)
     rows = _rows(out)
     assert [r["id"] for r in rows].count("face0") == 1 and rows[0]["marker"] == 1, "a done id is not redone"
     assert sorted(r["id"] for r in rows) == ["bad", "face0", "gone", "plain"]
     before = (out / PREP_FILE).read_text()
-    assert prep_main(str(manifest), str(out), progress=False) == 1
+    assert prep_main(str(manifest), str(out), QUIET) == 1
     assert (out / PREP_FILE).read_text() == before, "a finished folder is left as it is"
 
 
 def test_retry_errors_redoes_failed_items(media: Path, tmp_path: Path) -> None:
     rows = [{"id": "late", "video": "late.mp4"}]
     manifest = _manifest(tmp_path / "m.jsonl", rows)
-    assert prep_main(str(manifest), str(tmp_path / "out"), progress=False, faces=False) == 1
+    assert prep_main(str(manifest), str(tmp_path / "out"), NO_FACES) == 1
     (tmp_path / "late.mp4").write_bytes((media / "plain.mp4").read_bytes())
-    assert prep_main(str(manifest), str(tmp_path / "out"), progress=False, faces=False) == 1, "errors kept"
-    assert prep_main(str(manifest), str(tmp_path / "out"), progress=False, faces=False, retry_errors=True) == 0
+    assert prep_main(str(manifest), str(tmp_path / "out"), NO_FACES) == 1, "errors kept"
+    retry = PrepConfig(progress=False, faces=False, retry_errors=True)
+    assert prep_main(str(manifest), str(tmp_path / "out"), retry) == 0
     rows = _rows(tmp_path / "out")
     assert len(rows) == 1 and rows[0]["error"] is None and rows[0]["frames"] == 8
 
@@ -107,21 +110,21 @@ def mean_frame(clip: DecodedClip) -> dict[str, np.ndarray]:
 
 def test_feature_hook_caches_per_clip(media: Path, tmp_path: Path) -> None:
     manifest = _manifest(tmp_path / "m.jsonl", [{"id": "p", "video": str(media / "plain.mp4")}])
-    assert prep_main(str(manifest), str(tmp_path / "out"), progress=False, faces=False, feature_fn=mean_frame) == 0
+    assert prep_main(str(manifest), str(tmp_path / "out"), NO_FACES, feature_fn=mean_frame) == 0
     row = _rows(tmp_path / "out")[0]
     with np.load(tmp_path / "out" / row["features"]) as z:
         assert z["mean_frame"].shape == (64, 96, 3)
-    with pytest.raises(ValueError, match="cache_features|--model"):
-        prep_main(str(manifest), str(tmp_path / "out2"), progress=False, cache_features=True, model="tiny")
+    config = PrepConfig(progress=False, faces=False, cache_features=True, model="tiny")
+    assert prep_main(str(manifest), str(tmp_path / "out2"), config) == 2
 
 
 def test_missing_manifest_and_busy_folder(tmp_path: Path) -> None:
-    assert prep_main(str(tmp_path / "none.jsonl"), str(tmp_path / "out"), progress=False) == 2
+    assert prep_main(str(tmp_path / "none.jsonl"), str(tmp_path / "out"), QUIET) == 2
     manifest = _manifest(tmp_path / "m.jsonl", [])
     (tmp_path / "out").mkdir()
     with open(tmp_path / "out" / ".prep.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        assert prep_main(str(manifest), str(tmp_path / "out"), progress=False, faces=False) == 2
+        assert prep_main(str(manifest), str(tmp_path / "out"), NO_FACES) == 2
 
 
 def test_load_done_drops_a_torn_tail(tmp_path: Path) -> None:
@@ -137,7 +140,8 @@ def test_load_done_drops_a_torn_tail(tmp_path: Path) -> None:
 def test_killed_parallel_run_resumes(media: Path, tmp_path: Path) -> None:
     manifest = _manifest(tmp_path / "m.jsonl", _media_rows(media, n_face=8))
     out = tmp_path / "out"
-    code = f"from affectllm.inputs.prep import prep_main; prep_main({str(manifest)!r}, {str(out)!r}, workers=2)"
+    code = ("from affectllm.inputs.prep import PrepConfig, prep_main; "
+            f"prep_main({str(manifest)!r}, {str(out)!r}, PrepConfig(workers=2))")
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -155,7 +159,7 @@ def test_killed_parallel_run_resumes(media: Path, tmp_path: Path) -> None:
     proc.wait(timeout=30)
     first = journal.read_text()
     assert first.count("\n") >= 1
-    assert prep_main(str(manifest), str(out), workers=2, progress=False) == 1
+    assert prep_main(str(manifest), str(out), PrepConfig(workers=2, progress=False)) == 1
     final = journal.read_text()
     assert final.startswith(first[: first.rfind("\n") + 1]), "rows written before the kill are kept as they were"
     ids = [r["id"] for r in _rows(out)]
@@ -164,40 +168,71 @@ def test_killed_parallel_run_resumes(media: Path, tmp_path: Path) -> None:
 
 
 def test_cli_arguments_reach_prep(media: Path, tmp_path: Path) -> None:
-    import argparse
+    from affectllm.cli import main
 
-    from affectllm.inputs.prep import add_arguments, run_from_args
-
-    parser = argparse.ArgumentParser(prog="affectllm data prep")
-    add_arguments(parser)
     manifest = _manifest(tmp_path / "m.jsonl", [{"id": "p", "video": str(media / "plain.mp4")}])
-    args = parser.parse_args(
-        [
-            str(manifest),
-            "--out",
-            str(tmp_path / "o"),
-            "--no-faces",
-            "--no-progress",
-            "--num-frames",
-            "4",
-            "--backend",
-            "pyav",
-            "--max-side",
-            "48",
-        ]
-    )
-    assert run_from_args(args) == 0
+    argv = ["data", "prep", str(manifest), "--out", str(tmp_path / "o"), "--no-faces", "--no-progress",
+            "--num-frames", "4", "--backend", "pyav", "--max-side", "48"]
+    assert main(argv) == 0
     row = _rows(tmp_path / "o")[0]
     assert row["frames"] == 4 and row["backend"] == "pyav"
     with np.load(tmp_path / "o" / row["arrays"]) as z:
         assert z["frames"].shape == (4, 32, 48, 3)
 
 
+def test_cli_defaults_are_the_prep_config_defaults() -> None:
+    """The CLI writes no default of its own: parsing nothing but the manifest and --out gives PrepConfig()."""
+    import dataclasses
+
+    from affectllm.cli import build_parser
+
+    args = build_parser().parse_args(["data", "prep", "m.jsonl", "--out", "o"])
+    assert PrepConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PrepConfig)}) == PrepConfig()
+
+
+def test_face_analyzer_is_keyed_by_its_config(monkeypatch) -> None:
+    """A second prep in one process with another face size gets its own analyzer, not the first one."""
+    from affectllm.inputs import prep
+    from affectllm.media import faces
+
+    monkeypatch.setattr(faces, "FaceAnalyzer", lambda config: ("analyzer", config.crop_size))
+    monkeypatch.setattr(prep, "_ANALYZERS", {})
+    settings = [prep.PrepSettings(out="o", decode=PrepConfig().decode_config(), face_size=s) for s in (112, 64, 112)]
+    assert [prep._analyzer(s) for s in settings] == [("analyzer", 112), ("analyzer", 64), ("analyzer", 112)]
+    assert len(prep._ANALYZERS) == 2
+
+
+def test_dead_worker_row_has_every_key_of_a_normal_row(media: Path) -> None:
+    from affectllm.inputs.prep import PrepSettings, _row, process_clip
+    from affectllm.types import Clip
+
+    settings = PrepSettings(out="unused", decode=PrepConfig().decode_config(), faces=False)
+    normal = process_clip(Clip(id="gone", video="missing.mp4"), settings)
+    assert set(_row("x", error="worker failed")) == set(normal)
+
+
+def test_load_done_reports_a_bad_middle_line_and_keeps_the_rows_after_it(tmp_path: Path, caplog) -> None:
+    path = tmp_path / PREP_FILE
+    path.write_text('{"id": "a"}\n{broken\n{"id": "b"}\n{"id": "c"}')  # c: parses, but its newline never came
+    assert sorted(load_done(path)) == ["a", "b"]
+    assert f"{path}:2: invalid JSON" in caplog.text
+    assert path.read_text() == '{"id": "a"}\n{broken\n{"id": "b"}\n', "only the torn last line is cut"
+
+
+def test_clip_store_reports_unreadable_prep_lines(tmp_path: Path, caplog) -> None:
+    from affectllm.inputs.store import ClipStore
+
+    (tmp_path / PREP_FILE).write_text('{"id": "a", "arrays": "arrays/a.npz", "error": null}\n{"id": "b", "arr')
+    store = ClipStore(str(tmp_path))
+    assert list(store._prep) == ["a"]
+    assert f"{tmp_path / PREP_FILE}:2: torn last line" in caplog.text
+
+
 def test_prep_keeps_a_rows_time_window(media: Path, tmp_path: Path) -> None:
     """Prep reads manifests with the shared reader, so a row's start/end window reaches the decoder."""
     row = {"id": "win", "video": str(media / "plain.mp4"), "start": 0.5, "end": 0.9}
     manifest = _manifest(tmp_path / "m.jsonl", [row])
-    assert prep_main(str(manifest), str(tmp_path / "out"), progress=False, faces=False) == 0
+    assert prep_main(str(manifest), str(tmp_path / "out"), NO_FACES) == 0
     (out,) = _rows(tmp_path / "out")
     with np.load(tmp_path / "out" / out["arrays"]) as z:
         times = z["frame_times"]

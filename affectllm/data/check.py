@@ -3,16 +3,17 @@
 Each problem is printed with the manifest's line number and the field at fault; the exit status is 1 when any row
 has an error (warnings alone exit 0) and 2 when the manifest itself cannot be read.
 
-The probe opens each video/audio file with :func:`affectllm.media.decode.probe` when that module is importable,
-else with PyAV (``av``) directly, reads its streams and duration, and checks that a
-``video`` has a video stream and an ``audio`` an audio stream. It decodes nothing, so it is fast (a few ms a file);
-files shared by several rows are probed once, in a small thread pool (PyAV releases the GIL while it demuxes).
+The probe opens each video/audio file with :func:`affectllm.media.decode.probe`, reads its streams and duration, and
+checks that a ``video`` has a video stream and an ``audio`` an audio stream. It decodes nothing, so it is fast (a
+few ms a file); files shared by several rows are probed once, in a small thread pool (PyAV releases the GIL while
+it demuxes).
 
 A ``video`` may also be a still image or a folder of frames (FEA-20K, FERV39K, BP4D): the decoder reads them with
 Pillow (:mod:`affectllm.media.stills`), so they are not errors; the report adds one note counting them, with the
 ffmpeg line that turns a folder into a video (faster to decode). A row's ``start``/``end`` window is checked against
-the probed duration: a window that starts after the file ends is an error, one that ends past it a warning (the
-decoder clamps it), and the media duration sums windows rather than whole files.
+the probed duration with the decoder's own rules (:func:`affectllm.media.common.clamp_window`): a window that starts
+after the file ends is an error, one that ends more than ``WINDOW_SLACK_S`` past it a warning (the decoder clamps
+it), and the media duration sums windows rather than whole files.
 """
 
 from __future__ import annotations
@@ -25,21 +26,43 @@ from pathlib import Path
 from typing import Any
 
 from affectllm.data.manifest import MEDIA_FIELDS, Problem, iter_manifest
+from affectllm.media.common import MediaError, MediaInfo, MediaWindowError, Window, clamp_window, clip_window
 from affectllm.types import Clip
 
 
 @dataclass
-class MediaInfo:
-    """What a light probe learnt about a media file (``error`` is None when the file is usable)."""
+class FileCheck:
+    """What ``data check`` learnt about one media file.
+
+    Attributes:
+        path: the file.
+        error: what is wrong with it (None when it is usable), and ``hint`` what to do.
+        info: the decoder's probe of its headers (None without ``--probe`` or when it could not be opened).
+        form: ``"file"``, ``"image"`` (a still) or ``"frames"`` (a folder of frames).
+    """
 
     path: str
     error: str | None = None
     hint: str = ""
-    duration: float | None = None
-    streams: list[str] = field(default_factory=list)
-    width: int | None = None
-    height: int | None = None
+    info: MediaInfo | None = None
     form: str = "file"
+
+    @property
+    def streams(self) -> list[str]:
+        """The stream kinds the probe found (``["video", "audio"]``)."""
+        if self.info is None:
+            return []
+        return [k for k, has in (("video", self.info.has_video), ("audio", self.info.has_audio)) if has]
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds, from the probe (None when unknown)."""
+        return None if self.info is None else self.info.duration_s
+
+    @property
+    def width(self) -> int | None:
+        """Frame width in pixels, from the probe."""
+        return None if self.info is None else self.info.width
 
 
 def _file_error(path: Path) -> tuple[str, str] | None:
@@ -58,78 +81,39 @@ def _file_error(path: Path) -> tuple[str, str] | None:
     return None
 
 
-def probe_file(path: str, kind: str, open_media: bool = True) -> MediaInfo:
+def probe_file(path: str, kind: str, open_media: bool = True) -> FileCheck:
     """Probe one media file without decoding it.
 
     Args:
         path: the file.
         kind: ``"video"`` or ``"audio"``: the stream the file must carry.
-        open_media: open the container with PyAV; when False only existence and readability are checked.
+        open_media: open the container (:func:`affectllm.media.decode.probe`); when False only existence and
+            readability are checked.
 
     Returns:
-        A :class:`MediaInfo`; its ``error`` says what is wrong, if anything.
+        A :class:`FileCheck`; its ``error`` says what is wrong, if anything.
     """
-    info = MediaInfo(path)
+    from affectllm.media.decode import probe
+    from affectllm.media.stills import is_image
+
+    check = FileCheck(path)
     bad = _file_error(Path(path))
     if bad is not None:
-        info.error, info.hint = bad
-        return info
-    if Path(path).is_dir():
-        info.form = "frames"
+        check.error, check.hint = bad
+        return check
+    check.form = "frames" if Path(path).is_dir() else "image" if is_image(path) else "file"
     if not open_media:
-        return info
-    media_probe = _house_probe()
-    if media_probe is not None:
-        _fill_from_house_probe(info, *media_probe)
-    elif info.form == "frames":
-        info.error, info.hint = "is a folder and affectllm.media is not importable", "install PyAV and Pillow"
-    else:
-        _fill_from_pyav(info)
-    if info.error is None and kind not in info.streams:
-        found = ", ".join(info.streams) or "none"
-        info.error = f"has no {kind} stream (streams: {found})"
-        info.hint = f"move it to the field of the stream it has, or give a file with {kind}"
-    return info
-
-
-def _house_probe() -> tuple[Any, type[Exception]] | None:
-    """``affectllm.media.decode.probe`` and its error type when that module is importable, else None."""
+        return check
     try:
-        from affectllm.media import decode
-    except ImportError:
-        return None
-    probe = getattr(decode, "probe", None)
-    return (probe, getattr(decode, "MediaError", OSError)) if callable(probe) else None
-
-
-def _fill_from_house_probe(info: MediaInfo, probe: Any, error: type[Exception]) -> None:
-    try:
-        found = probe(info.path)
-    except (error, OSError) as err:
-        info.error, info.hint = f"cannot be opened as media: {err}", "re-encode (ffmpeg -i IN OUT.mp4) or replace it"
-        return
-    info.streams = [k for k, has in (("video", found.has_video), ("audio", found.has_audio)) if has]
-    info.duration, info.width, info.height = found.duration_s, found.width, found.height
-    from affectllm.media.stills import is_image  # importable whenever the house probe is
-
-    if is_image(info.path):
-        info.form = "image"
-
-
-def _fill_from_pyav(info: MediaInfo) -> None:
-    import av  # lazy: `data check --no-probe` and manifest users never pay for PyAV
-
-    path = info.path
-    try:
-        with av.open(path, metadata_errors="ignore") as container:
-            info.streams = [s.type for s in container.streams]
-            if container.duration is not None:
-                info.duration = container.duration / 1_000_000  # av.time_base: microseconds
-            video = container.streams.video[0] if container.streams.video else None
-            if video is not None:
-                info.width, info.height = video.codec_context.width, video.codec_context.height
-    except (av.FFmpegError, OSError, ValueError) as err:
-        info.error, info.hint = f"cannot be opened as media: {err}", "re-encode (ffmpeg -i IN OUT.mp4) or replace it"
+        check.info = probe(path)
+    except (MediaError, OSError) as err:
+        check.error, check.hint = f"cannot be opened as media: {err}", "re-encode (ffmpeg -i IN OUT.mp4) or replace it"
+        return check
+    if kind not in check.streams:
+        found = ", ".join(check.streams) or "none"
+        check.error = f"has no {kind} stream (streams: {found})"
+        check.hint = f"move it to the field of the stream it has, or give a file with {kind}"
+    return check
 
 
 @dataclass
@@ -158,47 +142,43 @@ class CheckReport:
         return [p for p in self.problems if not p.is_error]
 
 
-def _window(clip: Clip) -> tuple[float, float | None] | None:
-    """The row's validated ``start``/``end`` (the manifest reader already rejected bad values)."""
-    start, end = clip.extra.get("start"), clip.extra.get("end")
-    if start is None and end is None:
-        return None
-    return float(start or 0.0), None if end is None else float(end)
+def _window(clip: Clip, media: list[FileCheck]) -> tuple[Window | None, str | None, list[str]]:
+    """The row's window clamped to the first probed duration, as the decoder clamps it: ``(window, error,
+    warnings)``; the manifest reader has already rejected malformed ``start``/``end`` values."""
+    window = clip_window(clip)
+    info = next((m.info for m in media if m.info is not None and m.info.duration_s), None)
+    if window is None or info is None:
+        return window, None, []
+    warnings: list[str] = []
+    try:
+        return clamp_window(window, info, clip.id, warnings), None, warnings
+    except MediaWindowError as err:
+        return None, str(err), []
 
 
-def _media_problems(line: int, clip: Clip, infos: dict[tuple[str, str], MediaInfo], path: str) -> list[Problem]:
+def _media_problems(line: int, clip: Clip, checks: dict[tuple[str, str], FileCheck], path: str) -> list[Problem]:
     out = []
-    window = _window(clip)
-    for kind in MEDIA_FIELDS:
-        media = getattr(clip, kind)
-        if media is None:
-            continue
-        info = infos[(media, kind)]
-        if info.error is not None:
-            out.append(Problem(line, kind, info.error, info.hint, id=clip.id, path=path))
-        elif window is not None and info.duration is not None:
-            start, end = window
-            if start >= info.duration:
-                msg = f"the window starts at {start:g} s, at or after the end of the file ({info.duration:.3f} s)"
-                out.append(
-                    Problem(line, "start", msg, "start/end are seconds into the row's media", id=clip.id, path=path)
-                )
-            elif end is not None and end > info.duration + 0.05:
-                msg = f"the window ends at {end:g} s, past the end of the {kind} file ({info.duration:.3f} s)"
-                out.append(Problem(line, "end", msg, "decoding clamps it; check the times", "warning", clip.id, path))
+    media = [(kind, checks[(getattr(clip, kind), kind)]) for kind in MEDIA_FIELDS if getattr(clip, kind)]
+    for kind, check in media:
+        if check.error is not None:
+            out.append(Problem(line, kind, check.error, check.hint, id=clip.id, path=path))
+    _, error, warnings = _window(clip, [c for _, c in media if c.error is None])
+    if error is not None:
+        out.append(Problem(line, "start", error, "start/end are seconds into the row's media", id=clip.id, path=path))
+    out += [Problem(line, "end", w, "decoding clamps it; check the times", "warning", clip.id, path) for w in warnings]
     return out
 
 
-def _clip_seconds(clip: Clip, media: list[MediaInfo]) -> float:
+def _clip_seconds(clip: Clip, media: list[FileCheck]) -> float:
     """Seconds of media a row stands for: its window inside the first file with a duration, else that file."""
-    duration = next((i.duration for i in media if i.duration), 0.0)
-    window = _window(clip)
+    duration = next((m.duration for m in media if m.duration), 0.0)
+    window, error, _ = _window(clip, media)
     if window is None or not duration:
-        return duration
+        return 0.0 if error else duration
     return max(0.0, min(duration, window[1] if window[1] is not None else duration) - window[0])
 
 
-def _stills_note(infos: dict[tuple[str, str], MediaInfo]) -> str | None:
+def _stills_note(infos: dict[tuple[str, str], FileCheck]) -> str | None:
     forms = Counter(i.form for i in infos.values() if i.error is None)
     if not forms["frames"] and not forms["image"]:
         return None
@@ -214,7 +194,7 @@ def check_manifest(manifest: str | os.PathLike[str], probe: bool = True, workers
 
     Args:
         manifest: the JSONL manifest.
-        probe: open media with PyAV (streams, duration); when False only existence and readability are checked.
+        probe: open media (streams, duration); when False only existence and readability are checked.
         workers: threads probing files.
 
     Returns:
@@ -264,7 +244,7 @@ def _print_report(report: CheckReport, manifest: str, max_print: int) -> None:
     table.add_row("rows ok", str(report.rows - report.bad_rows))
     table.add_row("rows with errors", f"[red]{report.bad_rows}[/red]" if report.bad_rows else "0")
     table.add_row("warnings", str(len(report.warnings)))
-    how = "opened with PyAV" if report.opened else "existence only"
+    how = "opened" if report.opened else "existence only"
     table.add_row("media files checked", f"{report.probed} ({how})")
     table.add_row("modalities", _counts(report.modalities))
     table.add_row("splits", _counts(report.splits))
@@ -286,7 +266,7 @@ def check_main(manifest: str, probe: bool = True, workers: int = 4, max_print: i
 
     Args:
         manifest: the JSONL manifest.
-        probe: open every media file with PyAV (``--no-probe`` checks existence only).
+        probe: open every media file (``--no-probe`` checks existence only).
         workers: threads probing media files.
         max_print: print at most this many problems (all are counted in the summary).
 

@@ -38,7 +38,7 @@ import math
 import os
 import random
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -55,20 +55,8 @@ TEXT_FIELDS: tuple[str, ...] = ("transcript", "caption", "emotion", "split", "so
 SCORE_FIELDS: tuple[str, ...] = ("valence", "arousal")
 WINDOW_FIELDS: tuple[str, ...] = ("start", "end")
 """Contract keys kept in :attr:`Clip.extra` (the :class:`Clip` type has no field for them)."""
-KNOWN_FIELDS: tuple[str, ...] = (
-    "id",
-    "video",
-    "audio",
-    "transcript",
-    "caption",
-    "labels",
-    "emotion",
-    "aus",
-    "valence",
-    "arousal",
-    "split",
-    "source",
-)
+KNOWN_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Clip) if f.name != "extra")
+"""The manifest keys that are :class:`Clip` fields (every other key of a row goes to ``Clip.extra``)."""
 
 
 @dataclass(frozen=True)
@@ -351,20 +339,8 @@ def clip_to_row(clip: Clip, base_dir: str | os.PathLike[str] | None = None) -> d
     """
     base = Path(base_dir).resolve() if base_dir is not None else None
     row: dict[str, Any] = {k: v for k, v in clip.extra.items() if k not in KNOWN_FIELDS}
-    core = {
-        "id": clip.id,
-        "video": _relative(clip.video, base),
-        "audio": _relative(clip.audio, base),
-        "transcript": clip.transcript,
-        "caption": clip.caption,
-        "labels": clip.labels,
-        "emotion": clip.emotion,
-        "aus": clip.aus,
-        "valence": clip.valence,
-        "arousal": clip.arousal,
-        "split": clip.split,
-        "source": clip.source,
-    }
+    core = {k: getattr(clip, k) for k in KNOWN_FIELDS}
+    core.update({k: _relative(core[k], base) for k in MEDIA_FIELDS})
     return {**{k: v for k, v in core.items() if v is not None}, **row}
 
 

@@ -33,6 +33,12 @@ CLIP_ATTRS: dict[str, str] = {m: MODALITY[m].clip_attr for m in TOWER_MODALITIES
 PROCESSOR_ARGS: dict[str, str] = {m: MODALITY[m].processor_kwarg for m in TOWER_MODALITIES}
 # Values sampled per parameter tensor for the fingerprint (evenly spaced over the flattened tensor).
 SAMPLED_VALUES = 16
+
+
+class FeatureCacheError(ValueError):
+    """A feature cache (or the model meant to make one) does not fit the model; the message says what to re-run."""
+
+
 # Processor settings that do not change the pixels/features the towers see (bookkeeping names).
 _IGNORED_SETTINGS = ("processor_class", "image_processor_type", "feature_extractor_type", "auto_map")
 
@@ -117,8 +123,8 @@ class EncoderFeatureFn:
 
     def _load(self) -> None:
         if not (Path(self.model_dir) / "config.json").is_file():
-            raise ValueError(f"cache_features: --model {self.model_dir!r} is not a model directory (no config.json); "
-                             "pass a saved affectllm model, e.g. a training stage's output_dir")
+            raise FeatureCacheError(f"cache_features: --model {self.model_dir!r} is not a model directory (no "
+                                    "config.json); pass a saved affectllm model, e.g. a training stage's output_dir")
         from ..model.build import load_pretrained
 
         self._model, self._processor = load_pretrained(self.model_dir, dtype=torch.float32, device="cpu")
@@ -172,13 +178,13 @@ def read_cached(path: Path, expected: str) -> dict[str, np.ndarray]:
         ``{modality: [l, d] float32}``.
 
     Raises:
-        ValueError: the file's fingerprint is missing or differs from ``expected``.
+        FeatureCacheError: the file's fingerprint is missing or differs from ``expected``.
     """
     with np.load(path) as z:
         found = str(z["fingerprint"]) if "fingerprint" in z.files else "none"
         if found != expected:
             made_by = str(z["model"]) if "model" in z.files else "an unknown model"
-            raise ValueError(
+            raise FeatureCacheError(
                 f"{path}: stale encoder feature cache: made by {made_by} (encoder fingerprint {found}), but the model "
                 f"being trained has encoder fingerprint {expected}. Re-run `affectllm data prep MANIFEST --out DIR "
                 "--cache-features --model MODEL_DIR` with this model's directory into a fresh --out, or delete "

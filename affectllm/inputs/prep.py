@@ -18,10 +18,9 @@ and the batch goes on; a lock file stops two runs writing the same folder.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
-import json
+import logging
 import multiprocessing as mp
 import os
 import re
@@ -36,13 +35,51 @@ from typing import IO, Any
 import numpy as np
 
 from ..data.manifest import read_manifest
-from ..jsonl import atomic_write, write_jsonl
+from ..jsonl import atomic_write, dumps_row, iter_jsonl, write_jsonl
 from ..media.decode import DecodeConfig, MediaError
 from ..media.sampling import SamplingConfig
 from ..types import Clip, DecodedClip
 
+log = logging.getLogger(__name__)
 FeatureFn = Callable[[DecodedClip], dict[str, np.ndarray]]
 PREP_FILE = "prep.jsonl"
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class PrepConfig:
+    """What ``data prep`` does; the one place its defaults are written (``affectllm data prep --help`` shows them
+    with these help texts)."""
+
+    workers: int = field(default=1, metadata=_help("worker processes (1: this process)"))
+    num_frames: int = field(default=8, metadata=_help("frames per clip (uniform) or segments (segment)"))
+    strategy: str = field(default="uniform", metadata=_help("frame sampling: uniform, fps or segment"))
+    fps: float = field(default=2.0, metadata=_help("sampling rate for strategy fps"))
+    max_frames: int = field(default=32, metadata=_help("frame cap for strategy fps"))
+    backend: str = field(default="decord", metadata=_help("video backend tried first (decord or pyav; the other is "
+                                                          "the fallback)"))
+    max_side: int | None = field(default=448, metadata=_help("longer side of stored frames in pixels (None/0: full "
+                                                             "size)"))
+    max_duration_s: float = field(default=900.0, metadata=_help("refuse clips longer than this many seconds (the "
+                                                                "row's error)"))
+    faces: bool = field(default=True, metadata=_help("track faces and estimate AUs (needs mediapipe)"))
+    face_size: int = field(default=112, metadata=_help("side of the aligned face crops"))
+    retry_errors: bool = field(default=False, metadata=_help("redo ids whose earlier row failed"))
+    progress: bool = field(default=True, metadata=_help("show a progress bar"))
+    cache_features: bool = field(default=False, metadata=_help("also cache encoder features per clip (needs model)"))
+    model: str | None = field(default=None, metadata=_help(
+        "with cache_features: the saved affectllm model directory whose frozen encoders make the features (the "
+        "model you will train; its encoder fingerprint is checked at training)"))
+
+    def decode_config(self) -> DecodeConfig:
+        """The decoder settings these options give (one decoding thread per worker when there are several)."""
+        sampling = SamplingConfig(strategy=self.strategy, num_frames=self.num_frames, fps=self.fps,
+                                  max_frames=self.max_frames)
+        return DecodeConfig(backend=self.backend, sampling=sampling, max_side=self.max_side or None,
+                            max_duration_s=self.max_duration_s, threads=1 if self.workers > 1 else 0)
 
 
 @dataclass
@@ -54,15 +91,6 @@ class PrepSettings:
     faces: bool = True
     face_size: int = 112
     feature_fn: FeatureFn | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _read_manifest(path: str) -> tuple[list[Clip], list[str]]:
-    """The manifest through the shared reader (:func:`affectllm.data.manifest.read_manifest`): clips keep every
-    field (``extra`` too, so ``start``/``end`` windows reach the decoder); bad rows come back as problems naming
-    their line and field, never silently dropped."""
-    clips, problems = read_manifest(path, strict=False)
-    return clips, [str(p) for p in problems if p.is_error]
 
 
 def safe_name(clip_id: str) -> str:
@@ -78,17 +106,21 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(fh, **arrays)
 
 
-_ANALYZER: Any = None
+# One FaceAnalyzer per face config and process (started on first use, reused for every clip with that config).
+_ANALYZERS: dict[Any, Any] = {}
 
 
 def _analyzer(settings: PrepSettings) -> Any:
-    """The process's FaceAnalyzer (started on first use, reused for every clip)."""
-    global _ANALYZER
-    if _ANALYZER is None and settings.faces:
-        from ..media.faces import FaceAnalyzer, FaceConfig
+    """The process's FaceAnalyzer for ``settings``' face config, or None without faces."""
+    if not settings.faces:
+        return None
+    from ..media.faces import FaceAnalyzer, FaceConfig
 
-        _ANALYZER = FaceAnalyzer(FaceConfig(crop_size=settings.face_size))
-    return _ANALYZER
+    config = FaceConfig(crop_size=settings.face_size)
+    key = tuple(sorted(vars(config).items()))  # FaceConfig is a plain (unhashable) dataclass
+    if key not in _ANALYZERS:
+        _ANALYZERS[key] = FaceAnalyzer(config)
+    return _ANALYZERS[key]
 
 
 def _clip_arrays(analysis: Any) -> dict[str, np.ndarray]:
@@ -105,6 +137,18 @@ def _clip_arrays(analysis: Any) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _row(clip_id: str, **fields: Any) -> dict[str, Any]:
+    """A ``prep.jsonl`` row with every key (see the module docs), the given fields set."""
+    row: dict[str, Any] = {"id": clip_id, "frames": 0, "faces_found": 0, "aus_estimated": {}, "error": None,
+                           "arrays": None, "features": None, "audio": False, "backend": None, "au_baseline": None,
+                           "warnings": [], "seconds": 0.0}
+    unknown = set(fields) - set(row)
+    if unknown:
+        raise KeyError(f"prep row: unknown fields {sorted(unknown)}")
+    row.update(fields)
+    return row
+
+
 def process_clip(clip: Clip, settings: PrepSettings) -> dict[str, Any]:
     """Prepare one clip and write its arrays; never raises (a failure is the row's ``error``).
 
@@ -118,28 +162,12 @@ def process_clip(clip: Clip, settings: PrepSettings) -> dict[str, Any]:
     from ..media.pipeline import analyze_clip
 
     start = time.perf_counter()
-    row: dict[str, Any] = {
-        "id": clip.id,
-        "frames": 0,
-        "faces_found": 0,
-        "aus_estimated": {},
-        "error": None,
-        "arrays": None,
-        "features": None,
-        "audio": False,
-        "backend": None,
-        "au_baseline": None,
-        "warnings": [],
-    }
+    row = _row(clip.id)
     try:
         analysis = analyze_clip(clip, settings.decode, _analyzer(settings))
         d = analysis.decoded
-        row.update(
-            frames=0 if d.frames is None else len(d.frames),
-            audio=d.audio is not None,
-            backend=analysis.info.backend,
-            warnings=analysis.info.warnings,
-        )
+        row.update(frames=0 if d.frames is None else len(d.frames), audio=d.audio is not None,
+                   backend=analysis.info.backend, warnings=analysis.info.warnings)
         if analysis.track is not None:
             row["faces_found"] = analysis.track.num_found
         if analysis.aus is not None and analysis.aus.valid.any():
@@ -162,8 +190,9 @@ def process_clip(clip: Clip, settings: PrepSettings) -> dict[str, Any]:
 def load_done(path: Path, drop_errors: bool = False) -> dict[str, dict[str, Any]]:
     """Rows already in ``prep.jsonl`` by id; repairs the file first.
 
-    A torn last line (a run killed mid-write) is cut off so new rows start on a clean line. With
-    ``drop_errors`` the file is rewritten (atomically) without its failed rows, so they are redone.
+    A torn last line (a run killed mid-write) is cut off so new rows start on a clean line; any other unreadable
+    line is reported (file:line, why) and skipped, so its id is prepared again. With ``drop_errors`` the file is
+    rewritten (atomically) without its failed rows, so they are redone.
 
     Args:
         path: the ``prep.jsonl`` file (may not exist).
@@ -174,22 +203,24 @@ def load_done(path: Path, drop_errors: bool = False) -> dict[str, dict[str, Any]
     """
     if not path.exists():
         return {}
-    data = path.read_bytes()
+    with open(path, "rb") as fh:
+        lines = fh.readlines()  # split as iter_jsonl splits, so its line numbers index this list
+    # A row is written with its newline in one write: a last line without one was cut, even if it parses.
+    torn = bool(lines) and not lines[-1].endswith(b"\n")
     done: dict[str, dict[str, Any]] = {}
-    good_end, bad = 0, False
-    for line in data.splitlines(keepends=True):
-        try:
-            row = json.loads(line)
-            if not line.endswith(b"\n") or not isinstance(row, dict) or "id" not in row:
-                raise ValueError("incomplete row")
-        except ValueError:
-            bad = True
+    for number, row, error in iter_jsonl(path):
+        if torn and number == len(lines):
             break
-        done[str(row["id"])] = row
-        good_end += len(line)
-    if bad or good_end < len(data):
+        if error is not None:
+            log.warning("%s:%d: %s (%s); the row is skipped and its clip prepared again", path, number,
+                        error.message, error.hint)
+        elif not isinstance(row, dict) or "id" not in row:
+            log.warning("%s:%d: not a prep row (no id); skipped and its clip prepared again", path, number)
+        else:
+            done[str(row["id"])] = row
+    if torn:
         with open(path, "r+b") as fh:
-            fh.truncate(good_end)
+            fh.truncate(sum(len(line) for line in lines[:-1]))
             fh.flush()
             os.fsync(fh.fileno())
     if drop_errors and any(r.get("error") for r in done.values()):
@@ -199,7 +230,8 @@ def load_done(path: Path, drop_errors: bool = False) -> dict[str, dict[str, Any]
 
 
 def _append(fh: IO[str], row: dict[str, Any]) -> None:
-    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    """Append one row durably: a kill after this returns never loses it."""
+    fh.write(dumps_row(row))
     fh.flush()
     os.fsync(fh.fileno())
 
@@ -213,6 +245,7 @@ def _worker_init(settings: PrepSettings) -> None:
     _analyzer(settings)
 
 
+# The settings of this worker process (set once by the pool's initializer: the feature model loads once per worker).
 _SETTINGS: PrepSettings | None = None
 
 
@@ -245,15 +278,7 @@ def _run_parallel(clips: list[Clip], settings: PrepSettings, workers: int) -> It
                 try:
                     yield fut.result()
                 except Exception as e:  # noqa: BLE001 - a dead worker is this clip's error, not the batch's
-                    yield {
-                        "id": clip.id,
-                        "frames": 0,
-                        "faces_found": 0,
-                        "aus_estimated": {},
-                        "arrays": None,
-                        "features": None,
-                        "error": f"worker failed: {type(e).__name__}: {e}",
-                    }
+                    yield _row(clip.id, error=f"worker failed: {type(e).__name__}: {e}")
 
 
 def _make_feature_fn(model: str | None) -> FeatureFn:
@@ -266,85 +291,57 @@ def _make_feature_fn(model: str | None) -> FeatureFn:
         A picklable :class:`~affectllm.inputs.features.EncoderFeatureFn` (loaded once here, once per worker).
 
     Raises:
-        ValueError: ``model`` is not given or is not a model directory.
+        FeatureCacheError: ``model`` is not given or is not a model directory.
     """
-    if not model:
-        raise ValueError("cache_features needs --model MODEL_DIR (a saved affectllm model whose encoders make the "
-                         "features), or run without --cache-features")
-    from .features import encoder_feature_fn
+    from .features import FeatureCacheError, encoder_feature_fn  # torch: only when features are cached
 
+    if not model:
+        raise FeatureCacheError("cache_features needs --model MODEL_DIR (a saved affectllm model whose encoders make "
+                                "the features), or run without --cache-features")
     return encoder_feature_fn(model)
 
 
-def prep_main(
-    manifest: str,
-    out: str,
-    workers: int = 1,
-    num_frames: int = 8,
-    strategy: str = "uniform",
-    fps: float = 2.0,
-    max_frames: int = 32,
-    backend: str = "decord",
-    max_side: int | None = 448,
-    max_duration_s: float = 900.0,
-    faces: bool = True,
-    face_size: int = 112,
-    retry_errors: bool = False,
-    progress: bool = True,
-    cache_features: bool = False,
-    model: str | None = None,
-    feature_fn: FeatureFn | None = None,
-) -> int:
+def prep_main(manifest: str, out: str, config: PrepConfig | None = None, feature_fn: FeatureFn | None = None) -> int:
     """Prepare every clip of a manifest into ``out`` (see the module docs for what is written).
 
     Args:
-        manifest: JSONL manifest (DESIGN.md §3).
+        manifest: JSONL manifest (DESIGN.md §3), read with :func:`affectllm.data.manifest.read_manifest` (rows
+            keep ``extra``, so ``start``/``end`` windows reach the decoder; bad rows are printed with their line).
         out: output folder (created).
-        workers: processes; 1 runs in this process.
-        num_frames: frames per clip (``uniform``), segments (``segment``).
-        strategy: ``uniform``, ``fps`` or ``segment``.
-        fps: sampling rate for ``fps``.
-        max_frames: cap for ``fps``.
-        backend: video backend tried first (``decord`` or ``pyav``; the other is the fallback).
-        max_side: stored frames are decoded at most this many pixels on their longer side (None: full size).
-        max_duration_s: refuse longer clips (recorded as the row's error).
-        faces: track faces and estimate AUs (needs mediapipe).
-        face_size: side of the aligned face crops.
-        retry_errors: redo ids whose earlier row has an error.
-        progress: show a progress bar.
-        cache_features: also cache encoder features per clip (needs ``feature_fn`` or ``model``).
-        model: model whose encoders make the cached features.
-        feature_fn: ``DecodedClip -> {name: array}``, run in the worker (must be picklable when workers > 1).
+        config: what to do (defaults: :class:`PrepConfig`).
+        feature_fn: ``DecodedClip -> {name: array}`` run in the worker (picklable when workers > 1), in place of
+            the model features of ``config.cache_features``.
 
     Returns:
         0 when every row is fine, 1 when any item (now or earlier) failed, 2 when nothing could start.
     """
+    config = config or PrepConfig()
     try:
-        clips, problems = _read_manifest(manifest)
+        clips, problems = read_manifest(manifest, strict=False)
     except OSError as e:
         print(f"error: cannot read manifest {manifest}: {e}", file=sys.stderr)
         return 2
-    for p in problems:
+    errors = [str(p) for p in problems if p.is_error]
+    for p in errors:
         print(p, file=sys.stderr)
-    if cache_features and feature_fn is None:
-        feature_fn = _make_feature_fn(model)
-    if faces:
-        from ..media.faces import FaceBackendError, _import_mediapipe
+    if config.cache_features and feature_fn is None:
+        from .features import FeatureCacheError
 
         try:
-            _import_mediapipe()
+            feature_fn = _make_feature_fn(config.model)
+        except FeatureCacheError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    if config.faces:
+        from ..media.faces import FaceBackendError, check_available
+
+        try:
+            check_available()
         except FaceBackendError as e:
             print(f"error: {e} (or run with --no-faces)", file=sys.stderr)
             return 2
-    sampling = SamplingConfig(strategy=strategy, num_frames=num_frames, fps=fps, max_frames=max_frames)
-    decode = DecodeConfig(
-        backend=backend,
-        sampling=sampling,
-        max_side=max_side,
-        max_duration_s=max_duration_s,
-        threads=1 if workers > 1 else 0,
-    )
-    settings = PrepSettings(out=out, decode=decode, faces=faces, face_size=face_size, feature_fn=feature_fn)
+    settings = PrepSettings(out=out, decode=config.decode_config(), faces=config.faces, face_size=config.face_size,
+                            feature_fn=feature_fn)
     outdir = Path(out)
     (outdir / "arrays").mkdir(parents=True, exist_ok=True)
     if feature_fn is not None:
@@ -353,27 +350,27 @@ def prep_main(
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(
-                f"error: another `affectllm data prep` is writing {out}; wait for it or use another --out",
-                file=sys.stderr,
-            )
+            print(f"error: another `affectllm data prep` is writing {out}; wait for it or use another --out",
+                  file=sys.stderr)
             return 2
-        return _prep_locked(clips, settings, workers, retry_errors, progress, bool(problems))
+        return _prep_locked(clips, settings, config, bool(errors))
 
 
-def _prep_locked(
-    clips: list[Clip], settings: PrepSettings, workers: int, retry_errors: bool, progress: bool, bad_manifest: bool
-) -> int:
+def _prep_locked(clips: list[Clip], settings: PrepSettings, config: PrepConfig, bad_manifest: bool) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     journal = Path(settings.out, PREP_FILE)
-    done = load_done(journal, drop_errors=retry_errors)
+    done = load_done(journal, drop_errors=config.retry_errors)
     todo = [c for c in clips if c.id not in done]
     failed = sum(1 for c in clips if c.id in done and done[c.id].get("error"))
     print(f"data prep: {len(clips)} clips, {len(clips) - len(todo)} already done, {len(todo)} to do", file=sys.stderr)
-    rows = (process_clip(c, settings) for c in todo) if workers <= 1 else _run_parallel(todo, settings, workers)
+    if config.workers <= 1:
+        rows: Iterator[dict[str, Any]] = (process_clip(c, settings) for c in todo)
+    else:
+        rows = _run_parallel(todo, settings, config.workers)
     columns = (TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, transient=True) as bar, open(journal, "a", encoding="utf-8") as fh:
+    with (Progress(*columns, disable=not config.progress, transient=True) as bar,
+          open(journal, "a", encoding="utf-8") as fh):
         task = bar.add_task("prep", total=len(todo))
         for row in rows:
             _append(fh, row)
@@ -383,47 +380,3 @@ def _prep_locked(
             bar.advance(task)
     print(f"data prep: {len(clips) - failed} ok, {failed} failed; rows in {journal}", file=sys.stderr)
     return 1 if failed or bad_manifest else 0
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``affectllm data prep`` (the CLI calls :func:`run_from_args` with them)."""
-    parser.add_argument("manifest", help="JSONL manifest (paths relative to it)")
-    parser.add_argument("--out", required=True, help="output folder: prep.jsonl, arrays/, features/")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1: this process)")
-    parser.add_argument("--num-frames", type=int, default=8, help="frames per clip (uniform) or segments")
-    parser.add_argument("--strategy", choices=["uniform", "fps", "segment"], default="uniform")
-    parser.add_argument("--fps", type=float, default=2.0, help="sampling rate for --strategy fps")
-    parser.add_argument("--max-frames", type=int, default=32, help="frame cap for --strategy fps")
-    parser.add_argument("--backend", choices=["decord", "pyav"], default="decord", help="video backend tried first")
-    parser.add_argument("--max-side", type=int, default=448, help="longer side of stored frames (0: full size)")
-    parser.add_argument("--max-duration", type=float, default=900.0, help="refuse clips longer than this (s)")
-    parser.add_argument("--no-faces", action="store_true", help="skip face tracking and AUs")
-    parser.add_argument("--face-size", type=int, default=112, help="side of the aligned face crops")
-    parser.add_argument("--retry-errors", action="store_true", help="redo ids whose earlier row failed")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--cache-features", action="store_true", help="also cache encoder features per clip")
-    parser.add_argument("--model", default=None,
-                        help="with --cache-features: the saved affectllm model directory whose frozen encoders make "
-                        "the features (the model you will train; its encoder fingerprint is checked at training)")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run :func:`prep_main` from parsed :func:`add_arguments` arguments; returns the exit status."""
-    return prep_main(
-        args.manifest,
-        args.out,
-        workers=args.workers,
-        num_frames=args.num_frames,
-        strategy=args.strategy,
-        fps=args.fps,
-        max_frames=args.max_frames,
-        backend=args.backend,
-        max_side=args.max_side or None,
-        max_duration_s=args.max_duration,
-        faces=not args.no_faces,
-        face_size=args.face_size,
-        retry_errors=args.retry_errors,
-        progress=not args.no_progress,
-        cache_features=args.cache_features,
-        model=args.model,
-    )

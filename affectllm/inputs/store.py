@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..jsonl import iter_jsonl
 from ..types import Clip, DecodedClip
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class ClipStore:
             other clip's when it is read); False when it has none (live encoders).
 
         Raises:
-            ValueError: the cache was made by other encoders or media settings (a stale cache).
+            FeatureCacheError: the cache was made by other encoders or media settings (a stale cache).
         """
         rows = [r for r in self._prep.values() if r.get("features")]
         if not rows:
@@ -67,7 +67,7 @@ class ClipStore:
         """Cached encoder features of a clip, ``{modality: [l, d]}``; empty when there are none or not enabled.
 
         Raises:
-            ValueError: the clip's features were made by other encoders than the model passed to
+            FeatureCacheError: the clip's features were made by other encoders than the model passed to
                 :meth:`features_for`.
         """
         row = self._prep.get(clip_id)
@@ -92,12 +92,10 @@ class ClipStore:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no prep.jsonl; run `affectllm data prep MANIFEST --out {self.prep_dir}`")
         rows = {}
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a torn last line from a killed prep run
-                continue
-            if row.get("arrays") and not row.get("error"):
+        for number, row, error in iter_jsonl(path):
+            if error is not None:  # e.g. a torn last line from a killed prep run: that clip decodes live
+                log.warning("%s:%d: %s (%s); clip decoded live instead", path, number, error.message, error.hint)
+            elif isinstance(row, dict) and row.get("arrays") and not row.get("error"):
                 rows[str(row["id"])] = row
         return rows
 
