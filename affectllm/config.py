@@ -263,7 +263,7 @@ class Recipe:
 # on by default; the small recipes do not need it and it slows a step).
 TRAINER_DEFAULTS: dict[str, Any] = {"logging_steps": 1, "report_to": ["tensorboard"], "gradient_checkpointing": False}
 # RL stages: sampling and scoring must see the same network (dropout would make them differ), and a completion cut
-# at max_completion_length is left out of the loss, so a truncated answer earns no reward.
+# at max_completion_length is left out of the loss, so a truncated answer earns nothing from its reward.
 RL_TRAINER_DEFAULTS: dict[str, Any] = {"disable_dropout": True, "mask_truncated_completions": True}
 # Set by affectllm from elsewhere in the recipe (a ``trainer:`` key of the same name is refused): the datasets carry
 # extra columns the collator and the rewards need, and SFT rows are already model inputs.

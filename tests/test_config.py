@@ -126,3 +126,44 @@ def test_every_recipe_loads_and_starts_with_its_command(path):
     assert recipe.stage in ("sft", "grpo", "calibrate")
     first = path.read_text().splitlines()[0]
     assert first.startswith("#") and "affectllm" in first, f"{path}: first line must be the command that runs it"
+
+
+def _gen_recipe_docs():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_recipe_docs", ROOT / "scripts" / "gen_recipe_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_table_of_recipe_options_is_the_schema():
+    """docs/training.md's option table is generated from the dataclasses; regenerate it when the schema changes."""
+    gen = _gen_recipe_docs()
+    text = (ROOT / "docs" / "training.md").read_text()
+    assert gen.updated(text) == text, "docs/training.md is out of date: run python scripts/gen_recipe_docs.py"
+    table = gen.render()
+    for key in ("`sft.mix`", "`eval.samples`", "`calibrate.posthoc_split`", "`model.lora.r`", "`rewards[].weight`",
+                "`data.feature_cache`", "`grpo.dedup_media`", "`max_bad_steps`"):
+        assert key in table, key
+
+
+def test_docs_table_notices_a_schema_change(monkeypatch):
+    import dataclasses
+
+    from affectllm.config import EvalOptions
+
+    gen = _gen_recipe_docs()
+    text = (ROOT / "docs" / "training.md").read_text()
+    field = next(f for f in dataclasses.fields(EvalOptions) if f.name == "samples")
+    monkeypatch.setattr(field, "metadata", {"help": "a different meaning"})
+    assert gen.updated(text) != text
+    monkeypatch.setattr(field, "metadata", {})
+    with pytest.raises(ValueError, match="EvalOptions.samples has no help metadata"):
+        gen.render()
+
+
+def test_stage_options_is_gone_from_code_and_docs():
+    for path in [*(ROOT / "affectllm").rglob("*.py"), ROOT / "docs" / "training.md", ROOT / "recipes" / "README.md",
+                 *(ROOT / "recipes").rglob("*.yaml")]:
+        assert "stage_options" not in path.read_text(), path
