@@ -19,8 +19,11 @@ from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
-QUICK = {"sft": ["trainer.max_steps=4"], "grpo": ["trainer.max_steps=2", "trainer.max_completion_length=16"],
-         "calibrate": ["trainer.max_steps=1", "trainer.max_completion_length=16", "calibrate.posthoc_samples=8"]}
+QUICK = {
+    "sft": ["trainer.max_steps=4"],
+    "grpo": ["trainer.max_steps=2", "trainer.max_completion_length=16"],
+    "calibrate": ["trainer.max_steps=1", "trainer.max_completion_length=16", "calibrate.posthoc_samples=8"],
+}
 STAGES = ("sft", "grpo", "calibrate")
 
 
@@ -66,13 +69,19 @@ def demo_main(out: str = "runs/demo", n: int = 240, seed: int = 0, quick: bool =
         console.rule(f"[{i}/5] stage {stage}")
         result = _stage(stage, manifest, root, quick)
         if stage == "calibrate":
-            results["calibrate"] = {**_row(result.get("after", {})),
-                                    "ece": result.get("calibration", {}).get("after + post-hoc", {}).get("ece")}
+            results["calibrate"] = {
+                **_row(result.get("after", {})),
+                "ece": result.get("calibration", {}).get("after + post-hoc", {}).get("ece"),
+            }
         else:
             results[stage] = _row(result)
     console.rule("[5/5] summary")
-    summary = {"stages": results, "emoworld": json.loads((world / "emoworld.json").read_text()).get("scores"),
-               "seconds": round(time.perf_counter() - t0, 1), "quick": quick}
+    summary = {
+        "stages": results,
+        "emoworld": json.loads((world / "emoworld.json").read_text()).get("scores"),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "quick": quick,
+    }
     (root / "summary.json").write_text(json.dumps(summary, indent=2))
     _print(console, summary)
     _plot(summary, root / "summary.png")
@@ -91,8 +100,14 @@ def _print(console: Any, summary: dict[str, Any]) -> None:
 
     table = Table("system", "EW-F", "HIT", "AU-F1", "ECE", "format ok", title="EmoWorld test split")
     for stage, r in summary["stages"].items():
-        table.add_row(f"tiny model after {stage}", _fmt(r["ew_f"]), _fmt(r["hit"]), _fmt(r["au_f1"]),
-                      _fmt(r["ece"], pct=False), _fmt(r["format_ok"]))
+        table.add_row(
+            f"tiny model after {stage}",
+            _fmt(r["ew_f"]),
+            _fmt(r["hit"]),
+            _fmt(r["au_f1"]),
+            _fmt(r["ece"], pct=False),
+            _fmt(r["format_ok"]),
+        )
     for name, s in (summary.get("emoworld") or {}).items():
         table.add_row(f"[dim]{name}[/dim]", _fmt(s.get("ew_f")), _fmt(s.get("hit")), _fmt(s.get("au_f1")), "-", "-")
     console.print(table)

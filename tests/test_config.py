@@ -43,28 +43,34 @@ def test_load_good_recipe_with_overrides(tmp_path):
     assert "num_generations: 4" in recipe_to_yaml(recipe)
 
 
-@pytest.mark.parametrize(("text", "override", "message"), [
-    (GOOD.replace("preset: tiny", "presett: tiny"), [], r"r\.yaml.*presett.*model"),
-    (GOOD.replace("lora: {r: 4}", "lora: {r: four}"), [], r"r\.yaml.*(four|r).*model\.lora\.r"),
-    (GOOD, ["model.lora.r=many"], r"override 'model.lora.r=many'"),
-    (GOOD, ["trainer.learning_rat=1"], r"trainer\.learning_rat is not an option of GRPOConfig"),
-    (GOOD.replace("stage: grpo", "stage: dpo"), [], r"stage='dpo' must be one of sft, grpo, calibrate"),
-    (GOOD.replace("output_dir: runs/x\n", ""), [], r"missing mandatory value: output_dir"),
-    (GOOD, ["trainer.max_steps"], r"expected key=value"),
-    # a typo in a stage option fails with its dotted path, in the file and on the command line
-    (GOOD + "sft:\n  mixx: {brief: 1.0}\n", [], r"r\.yaml.*mixx.*sft\.mixx"),
-    (GOOD + "eval:\n  sampels: 3\n", [], r"r\.yaml.*sampels.*eval\.sampels"),
-    (GOOD, ["sft.mixx=3"], r"override 'sft\.mixx=3'.*sft\.mixx"),
-    (GOOD, ["eval.sampels=3"], r"override 'eval\.sampels=3'.*eval\.sampels"),
-    (GOOD, ["calibrate.posthoc_spilt=val"], r"calibrate\.posthoc_spilt"),
-    # bad trainer VALUES fail at load too (TRL's __post_init__), naming the key
-    (GOOD, ["trainer.lr_scheduler_type=cosin"], r"r\.yaml: trainer\.lr_scheduler_type: GRPOConfig refuses.*cosin"),
-    (GOOD, ["trainer.per_device_train_batch_size=3"],
-     r"trainer\.per_device_train_batch_size: .*divisible by num_generations"),
-    (GOOD, ["trainer.use_vllm=true"], r"trainer\.use_vllm: vLLM generation does not carry"),
-    (GOOD, ["trainer.seed=3"], r"trainer\.seed is set by affectllm.*use seed"),
-    (GOOD, ["trainer.reward_weights=[1,1]"], r"trainer\.reward_weights is set by affectllm.*rewards\[\]\.weight"),
-])
+@pytest.mark.parametrize(
+    ("text", "override", "message"),
+    [
+        (GOOD.replace("preset: tiny", "presett: tiny"), [], r"r\.yaml.*presett.*model"),
+        (GOOD.replace("lora: {r: 4}", "lora: {r: four}"), [], r"r\.yaml.*(four|r).*model\.lora\.r"),
+        (GOOD, ["model.lora.r=many"], r"override 'model.lora.r=many'"),
+        (GOOD, ["trainer.learning_rat=1"], r"trainer\.learning_rat is not an option of GRPOConfig"),
+        (GOOD.replace("stage: grpo", "stage: dpo"), [], r"stage='dpo' must be one of sft, grpo, calibrate"),
+        (GOOD.replace("output_dir: runs/x\n", ""), [], r"missing mandatory value: output_dir"),
+        (GOOD, ["trainer.max_steps"], r"expected key=value"),
+        # a typo in a stage option fails with its dotted path, in the file and on the command line
+        (GOOD + "sft:\n  mixx: {brief: 1.0}\n", [], r"r\.yaml.*mixx.*sft\.mixx"),
+        (GOOD + "eval:\n  sampels: 3\n", [], r"r\.yaml.*sampels.*eval\.sampels"),
+        (GOOD, ["sft.mixx=3"], r"override 'sft\.mixx=3'.*sft\.mixx"),
+        (GOOD, ["eval.sampels=3"], r"override 'eval\.sampels=3'.*eval\.sampels"),
+        (GOOD, ["calibrate.posthoc_spilt=val"], r"calibrate\.posthoc_spilt"),
+        # bad trainer VALUES fail at load too (TRL's __post_init__), naming the key
+        (GOOD, ["trainer.lr_scheduler_type=cosin"], r"r\.yaml: trainer\.lr_scheduler_type: GRPOConfig refuses.*cosin"),
+        (
+            GOOD,
+            ["trainer.per_device_train_batch_size=3"],
+            r"trainer\.per_device_train_batch_size: .*divisible by num_generations",
+        ),
+        (GOOD, ["trainer.use_vllm=true"], r"trainer\.use_vllm: vLLM generation does not carry"),
+        (GOOD, ["trainer.seed=3"], r"trainer\.seed is set by affectllm.*use seed"),
+        (GOOD, ["trainer.reward_weights=[1,1]"], r"trainer\.reward_weights is set by affectllm.*rewards\[\]\.weight"),
+    ],
+)
 def test_bad_recipes_name_the_key(tmp_path, text, override, message):
     with pytest.raises(RecipeError, match=message):
         load_recipe(write(tmp_path, text), override)
@@ -82,11 +88,14 @@ def test_trainer_config_is_built_at_load_with_the_house_defaults_and_writes_noth
         assert getattr(args, key) == value, key
     assert args.disable_dropout is True and args.mask_truncated_completions is True
     assert args.seed == args.data_seed == 5 and args.reward_weights == [1.0, 0.5]
-    overridden = trainer_args(load_recipe(write(tmp_path, GOOD), ["trainer.mask_truncated_completions=false",
-                                                                  "trainer.use_cpu=true"]), out)
+    overridden = trainer_args(
+        load_recipe(write(tmp_path, GOOD), ["trainer.mask_truncated_completions=false", "trainer.use_cpu=true"]), out
+    )
     assert overridden.mask_truncated_completions is False  # a default, not a rule: the recipe may override it
-    sft = load_recipe(write(tmp_path, GOOD.replace("stage: grpo", "stage: sft").replace("  num_generations: 4\n", "")),
-                      ["trainer.use_cpu=true"])
+    sft = load_recipe(
+        write(tmp_path, GOOD.replace("stage: grpo", "stage: sft").replace("  num_generations: 4\n", "")),
+        ["trainer.use_cpu=true"],
+    )
     sft_args = trainer_args(sft, out)
     assert type(sft_args).__name__ == "SFTConfig" and sft_args.dataset_kwargs == {"skip_prepare_dataset": True}
 
@@ -116,8 +125,9 @@ def test_model_config_from_key_values():
         load_model_config(["colour=red"])
 
 
-RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.parts
-                 and "deepspeed" not in p.parts)
+RECIPES = sorted(
+    p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.parts and "deepspeed" not in p.parts
+)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -143,8 +153,16 @@ def test_docs_table_of_recipe_options_is_the_schema():
     text = (ROOT / "docs" / "training.md").read_text()
     assert gen.updated(text) == text, "docs/training.md is out of date: run python scripts/gen_recipe_docs.py"
     table = gen.render()
-    for key in ("`sft.mix`", "`eval.samples`", "`calibrate.posthoc_split`", "`model.lora.r`", "`rewards[].weight`",
-                "`data.feature_cache`", "`grpo.dedup_media`", "`max_bad_steps`"):
+    for key in (
+        "`sft.mix`",
+        "`eval.samples`",
+        "`calibrate.posthoc_split`",
+        "`model.lora.r`",
+        "`rewards[].weight`",
+        "`data.feature_cache`",
+        "`grpo.dedup_media`",
+        "`max_bad_steps`",
+    ):
         assert key in table, key
 
 
@@ -164,6 +182,10 @@ def test_docs_table_notices_a_schema_change(monkeypatch):
 
 
 def test_stage_options_is_gone_from_code_and_docs():
-    for path in [*(ROOT / "affectllm").rglob("*.py"), ROOT / "docs" / "training.md", ROOT / "recipes" / "README.md",
-                 *(ROOT / "recipes").rglob("*.yaml")]:
+    for path in [
+        *(ROOT / "affectllm").rglob("*.py"),
+        ROOT / "docs" / "training.md",
+        ROOT / "recipes" / "README.md",
+        *(ROOT / "recipes").rglob("*.yaml"),
+    ]:
         assert "stage_options" not in path.read_text(), path

@@ -11,13 +11,20 @@ import torch
 from affectllm.config import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["trainer.per_device_train_batch_size=4", "trainer.logging_steps=1", "trainer.save_steps=100",
-        "eval.samples=2", "eval.max_new_tokens=8", "trainer.report_to=[]"]
+FAST = [
+    "trainer.per_device_train_batch_size=4",
+    "trainer.logging_steps=1",
+    "trainer.save_steps=100",
+    "eval.samples=2",
+    "eval.max_new_tokens=8",
+    "trainer.report_to=[]",
+]
 
 
 def recipe(stage: str, manifest: Path, out: Path, *extra: str):
-    return load_recipe(ROOT / f"recipes/tiny/{stage}.yaml",
-                       [f"data.manifest={manifest}", f"output_dir={out}", *FAST, *extra])
+    return load_recipe(
+        ROOT / f"recipes/tiny/{stage}.yaml", [f"data.manifest={manifest}", f"output_dir={out}", *FAST, *extra]
+    )
 
 
 def snapshot(model) -> dict[str, torch.Tensor]:
@@ -33,8 +40,15 @@ def test_sft_lora_changes_exactly_the_trainable_parameters(emoworld, tmp_path):
     from affectllm.train import sft
     from affectllm.train.stage import load_stage_model
 
-    r = recipe("sft", emoworld, tmp_path / "sft", "trainer.max_steps=3", "model.llm_mode=lora",
-               "model.train_encoders=false", "trainer.learning_rate=0.01")
+    r = recipe(
+        "sft",
+        emoworld,
+        tmp_path / "sft",
+        "trainer.max_steps=3",
+        "model.llm_mode=lora",
+        "model.train_encoders=false",
+        "trainer.learning_rate=0.01",
+    )
     model, processor = load_stage_model(r)
     trainer = sft.build_trainer(r, model, processor, tmp_path / "sft")
     peft_model = trainer.model
@@ -92,8 +106,16 @@ def test_calibrate_stage_fits_a_posthoc_map_and_reports(emoworld, sft_dir, tmp_p
 
     monkeypatch.setattr(calibrate, "_completions", _miscalibrated_predictions)
     out = tmp_path / "cal"
-    r = recipe("calibrate", emoworld, out, f"init_from={sft_dir}", "trainer.max_steps=1",
-               "trainer.max_completion_length=8", "calibrate.posthoc_samples=4", "calibrate.posthoc=isotonic")
+    r = recipe(
+        "calibrate",
+        emoworld,
+        out,
+        f"init_from={sft_dir}",
+        "trainer.max_steps=1",
+        "trainer.max_completion_length=8",
+        "calibrate.posthoc_samples=4",
+        "calibrate.posthoc=isotonic",
+    )
     report = calibrate.main(r)
     assert set(report["calibration"]) == {"before", "after", "after + post-hoc"}
     assert ConfidenceMap.load(out) is not None and (out / "reliability.png").is_file()
@@ -150,8 +172,17 @@ def _run_sft(emoworld, out, stop_at=None, resume=False):
     from affectllm.train import sft
     from affectllm.train.stage import load_stage_model
 
-    r = recipe("sft", emoworld, out, "trainer.max_steps=4", "trainer.save_steps=2", "trainer.learning_rate=0.005",
-               "trainer.lr_scheduler_type=constant", "trainer.warmup_steps=0", "eval.enabled=false")
+    r = recipe(
+        "sft",
+        emoworld,
+        out,
+        "trainer.max_steps=4",
+        "trainer.save_steps=2",
+        "trainer.learning_rate=0.005",
+        "trainer.lr_scheduler_type=constant",
+        "trainer.warmup_steps=0",
+        "eval.enabled=false",
+    )
     model, processor = load_stage_model(r)
     trainer = sft.build_trainer(r, model, processor, out)
     seen: dict[int, list[str]] = {}

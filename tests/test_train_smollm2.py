@@ -11,9 +11,15 @@ import pytest
 from affectllm.config import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["trainer.per_device_train_batch_size=2", "trainer.gradient_accumulation_steps=1", "trainer.logging_steps=1",
-        "trainer.save_steps=100", "trainer.report_to=[]", "eval.samples=2",
-        "eval.max_new_tokens=8"]
+FAST = [
+    "trainer.per_device_train_batch_size=2",
+    "trainer.gradient_accumulation_steps=1",
+    "trainer.logging_steps=1",
+    "trainer.save_steps=100",
+    "trainer.report_to=[]",
+    "eval.samples=2",
+    "eval.max_new_tokens=8",
+]
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smollm2")]
 
 
@@ -22,9 +28,11 @@ def test_smollm2_recipes_run_two_steps_of_each_stage(emoworld, tmp_path):
     from affectllm.train.run import run_stage
 
     outs = {}
-    for stage, extra in (("sft", []), ("grpo", ["trainer.num_generations=2", "trainer.max_completion_length=8"]),
-                         ("calibrate", ["trainer.num_generations=2", "trainer.max_completion_length=8",
-                                        "calibrate.posthoc_samples=2"])):
+    for stage, extra in (
+        ("sft", []),
+        ("grpo", ["trainer.num_generations=2", "trainer.max_completion_length=8"]),
+        ("calibrate", ["trainer.num_generations=2", "trainer.max_completion_length=8", "calibrate.posthoc_samples=2"]),
+    ):
         outs[stage] = out = tmp_path / stage
         overrides = [f"data.manifest={emoworld}", f"output_dir={out}", "trainer.max_steps=2", *FAST, *extra]
         if stage != "sft":

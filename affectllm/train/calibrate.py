@@ -39,8 +39,9 @@ def _completions(path: str | Path, clips: list, recipe: Recipe) -> list:
 
     model, processor = load_for_inference(path, recipe)
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
-    return predict(model, processor, clips, store, question=QUESTIONS[recipe.task],
-                   max_new_tokens=recipe.eval.max_new_tokens)
+    return predict(
+        model, processor, clips, store, question=QUESTIONS[recipe.task], max_new_tokens=recipe.eval.max_new_tokens
+    )
 
 
 def main(recipe: Recipe) -> dict[str, Any]:
@@ -63,20 +64,31 @@ def posthoc_and_compare(recipe: Recipe, out: Path) -> dict[str, Any]:
     conf, correct = confidence_pairs(_completions(out, held, recipe), held, Correctness.from_recipe(recipe))
     conf_map = ConfidenceMap.fit(conf, correct, opts.posthoc)
     conf_map.save(out)
-    log.info("post-hoc %s map fitted on %d %s clips -> %s", opts.posthoc, len(conf), opts.posthoc_split,
-             out / "calibration.json")
-    fit = {"split": opts.posthoc_split, "n": len(conf), "raw": calibration_metrics(conf, correct),
-           "mapped": calibration_metrics([conf_map.apply(c) for c in conf], correct)}
+    log.info(
+        "post-hoc %s map fitted on %d %s clips -> %s",
+        opts.posthoc,
+        len(conf),
+        opts.posthoc_split,
+        out / "calibration.json",
+    )
+    fit = {
+        "split": opts.posthoc_split,
+        "n": len(conf),
+        "raw": calibration_metrics(conf, correct),
+        "mapped": calibration_metrics([conf_map.apply(c) for c in conf], correct),
+    }
     return compare(recipe, out, conf_map, posthoc_fit=fit)
 
 
-def compare(recipe: Recipe, out: Path, conf_map: ConfidenceMap | None,
-            posthoc_fit: dict[str, Any] | None = None) -> dict[str, Any]:
+def compare(
+    recipe: Recipe, out: Path, conf_map: ConfidenceMap | None, posthoc_fit: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Before (init_from) vs after (this stage, raw and post-hoc) on the test split; print, save (with
     ``posthoc_fit`` when given), plot."""
     try:
-        test = select_clips(recipe.data.eval_manifest or recipe.data.manifest, recipe.eval.split,
-                            recipe.eval.samples, recipe.seed)
+        test = select_clips(
+            recipe.data.eval_manifest or recipe.data.manifest, recipe.eval.split, recipe.eval.samples, recipe.seed
+        )
     except ValueError as err:
         log.info("no before/after comparison: %s", err)
         return {}
@@ -86,9 +98,12 @@ def compare(recipe: Recipe, out: Path, conf_map: ConfidenceMap | None,
     curves = {"before": confidence_pairs(before_text, test, judge), "after": confidence_pairs(after_text, test, judge)}
     if conf_map is not None:
         curves["after + post-hoc"] = confidence_pairs(after_text, test, judge, conf_map)
-    report = {"before": score(before_text, test, judge), "after": score(after_text, test, judge, conf_map),
-              "calibration": {k: calibration_metrics(*v) for k, v in curves.items()},
-              **({"posthoc_fit": posthoc_fit} if posthoc_fit else {})}
+    report = {
+        "before": score(before_text, test, judge),
+        "after": score(after_text, test, judge, conf_map),
+        "calibration": {k: calibration_metrics(*v) for k, v in curves.items()},
+        **({"posthoc_fit": posthoc_fit} if posthoc_fit else {}),
+    }
     (out / "calibration_report.json").write_text(json.dumps(report, indent=2))
     reliability_plot(curves, out / "reliability.png")
     for name, m in report["calibration"].items():

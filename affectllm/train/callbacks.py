@@ -61,8 +61,9 @@ class NonFiniteGuard(TrainerCallback):
     def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._collect()
 
-    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None,
-                              **kwargs: Any) -> None:
+    def on_pre_optimizer_step(
+        self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, **kwargs: Any
+    ) -> None:
         self._collect()
         if args.deepspeed_plugin is not None:
             if not getattr(optimizer, "step_was_skipped", False):

@@ -31,8 +31,11 @@ def train_main(recipe_path: str, overrides: list[str] | None = None) -> int:
     state = PartialState()  # joins the launcher's process group (torchrun, accelerate) or runs alone
     _logging(state.is_main_process)
     # every rank says it started: a launcher that silently runs one process shows up here
-    print(f"[affectllm] stage {recipe.stage} -> {recipe.output_dir} (rank {state.process_index}, "
-          f"world_size={state.num_processes})", flush=True)
+    print(
+        f"[affectllm] stage {recipe.stage} -> {recipe.output_dir} (rank {state.process_index}, "
+        f"world_size={state.num_processes})",
+        flush=True,
+    )
     try:
         run_stage(recipe)
     finally:

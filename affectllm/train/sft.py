@@ -72,11 +72,13 @@ class AffectSFTTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         self.last_loss_ids: list[str] = []
 
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         self.last_loss_ids = inputs.pop("ids")
-        return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                    num_items_in_batch=num_items_in_batch)
+        return super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
 
 
 def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path) -> AffectSFTTrainer:
@@ -89,10 +91,22 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path) -> Affe
     train = Dataset.from_list(sft_rows(clips, dict(opts.mix), recipe.seed, opts.confidence))
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     # with a prep feature cache (data.feature_cache) frozen towers are not run: their cached outputs are used
-    collator = ClipIdCollator(processor, store, model.config.enabled_modalities(), max_length=opts.max_length,
-                              model=model, clips={c.id: c for c in clips})
-    trainer = AffectSFTTrainer(model=trainable(model, recipe), args=args, train_dataset=train,
-                               data_collator=collator, processing_class=processor, callbacks=[MetricsLogger(out)])
+    collator = ClipIdCollator(
+        processor,
+        store,
+        model.config.enabled_modalities(),
+        max_length=opts.max_length,
+        model=model,
+        clips={c.id: c for c in clips},
+    )
+    trainer = AffectSFTTrainer(
+        model=trainable(model, recipe),
+        args=args,
+        train_dataset=train,
+        data_collator=collator,
+        processing_class=processor,
+        callbacks=[MetricsLogger(out)],
+    )
     trainer.add_callback(NonFiniteGuard(recipe.max_bad_steps, trainer))
     return trainer
 

@@ -59,8 +59,9 @@ def load_stage_model(recipe: Recipe) -> tuple[Any, Any]:
     if recipe.init_from:
         from ..model.build import load_pretrained
 
-        model, processor = load_pretrained(recipe.init_from, recipe.model.dtype, recipe.model.attn_implementation,
-                                           device="cpu")  # the Trainer places it
+        model, processor = load_pretrained(
+            recipe.init_from, recipe.model.dtype, recipe.model.attn_implementation, device="cpu"
+        )  # the Trainer places it
         return model.train(), processor
     from ..model.build import build_model
 
@@ -71,11 +72,16 @@ def trainable(model: Any, recipe: Recipe) -> Any:
     """Apply the recipe's trainable policy (may wrap the model in PEFT)."""
     from ..model.trainable import apply_trainable_policy, count_parameters
 
-    out = apply_trainable_policy(model, llm_mode=recipe.model.llm_mode, train_encoders=recipe.model.train_encoders,
-                                 lora=recipe.model.lora)
+    out = apply_trainable_policy(
+        model, llm_mode=recipe.model.llm_mode, train_encoders=recipe.model.train_encoders, lora=recipe.model.lora
+    )
     counts = count_parameters(out)
-    log.info("trainable parameters: %d of %d (%.2f%%)", counts["trainable"], counts["total"],
-             100 * counts["trainable"] / max(counts["total"], 1))
+    log.info(
+        "trainable parameters: %d of %d (%.2f%%)",
+        counts["trainable"],
+        counts["total"],
+        100 * counts["trainable"] / max(counts["total"], 1),
+    )
     return out
 
 
@@ -140,8 +146,9 @@ def evaluate_stage(recipe: Recipe, out: Path) -> dict[str, Any]:
     if not split or not recipe.eval.enabled:
         return {}
     try:
-        clips = select_clips(recipe.data.eval_manifest or recipe.data.manifest, split,
-                           recipe.eval.samples, recipe.seed)
+        clips = select_clips(
+            recipe.data.eval_manifest or recipe.data.manifest, split, recipe.eval.samples, recipe.seed
+        )
     except ValueError as err:
         log.info("no evaluation: %s", err)
         return {}
@@ -149,8 +156,15 @@ def evaluate_stage(recipe: Recipe, out: Path) -> dict[str, Any]:
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     from ..data.prompts import QUESTIONS
 
-    result = evaluate(model, processor, clips, store, out / "eval", question=QUESTIONS[recipe.task],
-                      max_new_tokens=recipe.eval.max_new_tokens)
+    result = evaluate(
+        model,
+        processor,
+        clips,
+        store,
+        out / "eval",
+        question=QUESTIONS[recipe.task],
+        max_new_tokens=recipe.eval.max_new_tokens,
+    )
     shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}
     print(f"[{recipe.stage}] {split} split ({result['n']} clips): " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return result
