@@ -117,7 +117,12 @@ def _eval(a: argparse.Namespace) -> int:
     if a.compare:
         return compare_main(*a.compare, resamples=a.resamples)
     if not (a.model and a.tasks and a.out):
-        raise ValueError("eval needs --model DIR --tasks NAME|PATH ... --out OUT (or --compare OUT1 OUT2)")
+        print("affectllm eval: error: give --model DIR --tasks NAME|PATH ... --out OUT (or --compare OUT1 OUT2)",
+              file=sys.stderr)
+        return 2
+    if a.resamples is not None and a.resamples < 1:
+        print(f"affectllm eval: error: --resamples must be >= 1, got {a.resamples}", file=sys.stderr)
+        return 2
     return evaluate_main(a.model, a.tasks, a.out, limit=a.limit, batch_size=a.batch_size, wheel_dir=a.wheel_dir,
                          device=a.device, dtype=a.dtype, resamples=a.resamples)
 

@@ -152,6 +152,9 @@ def test_task_typo_names_file_and_key(tmp_path):
     path.write_text("dataset:\n  manifest: m.jsonl\nmetrics: [accuracy]\n")
     with pytest.raises(TaskError, match=r"typo\.yaml.*'classes'"):
         load_task(str(path))
+    path.write_text("dataset:\n  manifest: m.jsonl\nmetrics: [ece]\nbootstrap: {resamples: 0}\n")
+    with pytest.raises(TaskError, match=r"typo\.yaml.*'bootstrap'.*resamples must be >= 1"):
+        load_task(str(path))
     with pytest.raises(TaskError, match="unknown task 'nope'.*emoworld_ov"):
         load_task("nope")
 

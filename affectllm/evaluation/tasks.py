@@ -173,6 +173,13 @@ def validate(spec: TaskSpec) -> None:
         fail("dataset", "give exactly one of dataset.manifest or dataset.importer (+ dataset.root)")
     if ds.importer:
         _check_importer(ds, fail)
+    b = spec.bootstrap
+    if b.resamples < 1 or not 0.0 < b.confidence < 1.0:
+        fail("bootstrap", f"resamples must be >= 1 and confidence in (0, 1), got {b.resamples}, {b.confidence}")
+    if not 0.0 <= spec.correct_threshold <= 1.0:
+        fail("correct_threshold", f"must lie in [0, 1], got {spec.correct_threshold}")
+    if spec.max_samples is not None and spec.max_samples < 1:
+        fail("max_samples", f"must be >= 1 (or null for all), got {spec.max_samples}")
     if spec.parse not in PARSE_MODES:
         fail("parse", f"{spec.parse!r} is not one of {', '.join(PARSE_MODES)}")
     if not spec.metrics:
