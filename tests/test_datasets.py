@@ -342,6 +342,8 @@ def test_prep_dataset_main_writes_a_checkable_manifest(tmp_path: Path, capsys: p
     assert problems == [] and [c.split for c in clips] == ["train", "test"]
     assert Path(clips[0].audio).exists() and not json.loads(out.read_text().splitlines()[0])["audio"].startswith("/")
     assert "wrote 2 rows" in capsys.readouterr().out
+    capsys.readouterr()
     assert prep_dataset_main("nope", str(root), str(out)) == 2
+    assert capsys.readouterr().out.startswith("datasets registry: unknown name 'nope'"), "no KeyError quotes"
     assert prep_dataset_main("dfew", str(root), str(out)) == 1
     assert prep_dataset_main("ravdess", str(root), str(out), options=["bad"]) == 2

@@ -91,7 +91,7 @@ def prep_dataset_main(name: str, root: str, out: str, options: list[str] | None 
         started = time.perf_counter()
         result = load_dataset(name, root, **opts)
     except (KeyError, ValueError, TypeError) as err:
-        console.print(f"[red]{err}[/red]")
+        console.print(f"[red]{err.args[0] if isinstance(err, KeyError) and err.args else err}[/red]")
         return 2
     except LayoutError as err:
         console.print(f"[red]{err}[/red]")
