@@ -10,6 +10,7 @@ model loads.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,27 +25,28 @@ class RecipeError(ValueError):
     """A recipe (or an override) does not fit the schema; the message names the file and key."""
 
 
-def _help(text: str) -> dict[str, str]:
-    """Field metadata read by ``scripts/gen_recipe_docs.py`` (the docs table of every recipe option)."""
-    return {"help": text}
+def _opt(default: Any, text: str) -> Any:
+    """A recipe field with its ``help`` text (read by ``scripts/gen_recipe_docs.py`` for the docs table)."""
+    return field(default=default, metadata={"help": text})
+
+
+def _new(factory: Callable[[], Any], text: str) -> Any:
+    """A recipe field built by ``factory`` (a dict, list or section), with its ``help`` text."""
+    return field(default_factory=factory, metadata={"help": text})
 
 
 @dataclass
 class LoraConfig:
     """``model.lora:``: LoRA adapters on the LLM only (PEFT), used when ``model.llm_mode`` is ``lora``."""
 
-    r: int = field(default=16, metadata=_help("adapter rank"))
-    alpha: int = field(default=32, metadata=_help("LoRA scaling numerator (the update is scaled by alpha / r)"))
-    dropout: float = field(
-        default=0.05,
-        metadata=_help(
-            "dropout on the adapters' input; RL stages switch dropout off anyway (trainer.disable_dropout, default "
-            "true)"
-        ),
+    r: int = _opt(16, "adapter rank")
+    alpha: int = _opt(32, "LoRA scaling numerator (the update is scaled by alpha / r)")
+    dropout: float = _opt(
+        0.05,
+        "dropout on the adapters' input; RL stages switch dropout off anyway (trainer.disable_dropout, default true)",
     )
-    target_modules: list[str] | None = field(
-        default=None,
-        metadata=_help("module names that get adapters; null: every linear layer of the LLM except the LM head"),
+    target_modules: list[str] | None = _opt(
+        None, "module names that get adapters; null: every linear layer of the LLM except the LM head"
     )
 
 
@@ -56,74 +58,52 @@ class ModelConfig:
     the recipe takes precedence (a previous stage's output directory).
     """
 
-    preset: str | None = field(
-        default="tiny",
-        metadata=_help("tiny or smollm2-135m (docs/model.md); null: every part comes from the fields below"),
+    preset: str | None = _opt(
+        "tiny", "tiny or smollm2-135m (docs/model.md); null: every part comes from the fields below"
     )
-    llm: str | None = field(default=None, metadata=_help("LLM backbone: hub id or local directory"))
-    vision: str | None = field(default=None, metadata=_help("video tower: hub id, local directory or none"))
-    audio: str | None = field(default=None, metadata=_help("audio tower: hub id, local directory or none"))
-    face: str | None = field(default=None, metadata=_help("face-crop tower: hub id, local directory or none"))
-    au_feature_dim: int | None = field(
-        default=None,
-        metadata=_help("width of the AU vectors from data prep (types.AU_FEATURE_DIM); null: the preset's"),
+    llm: str | None = _opt(None, "LLM backbone: hub id or local directory")
+    vision: str | None = _opt(None, "video tower: hub id, local directory or none")
+    audio: str | None = _opt(None, "audio tower: hub id, local directory or none")
+    face: str | None = _opt(None, "face-crop tower: hub id, local directory or none")
+    au_feature_dim: int | None = _opt(
+        None, "width of the AU vectors from data prep (types.AU_FEATURE_DIM); null: the preset's"
     )
-    media_tokens: dict[str, int] = field(
-        default_factory=dict,
-        metadata=_help(
-            "modality -> LLM tokens per clip after pooling (e.g. {video: 16}); unset modalities keep the preset's"
-        ),
+    media_tokens: dict[str, int] = _new(
+        dict, "modality -> LLM tokens per clip after pooling (e.g. {video: 16}); unset modalities keep the preset's"
     )
-    pooling: dict[str, str] = field(
-        default_factory=dict,
-        metadata=_help("modality -> pooler name (POOLERS registry); unset modalities keep the preset's"),
+    pooling: dict[str, str] = _new(
+        dict, "modality -> pooler name (POOLERS registry); unset modalities keep the preset's"
     )
-    projector_depth: int | None = field(
-        default=None, metadata=_help("MLP layers of each projector into the LLM; null: the preset's")
+    projector_depth: int | None = _opt(None, "MLP layers of each projector into the LLM; null: the preset's")
+    prefusion: bool | None = _opt(
+        None, "attention pre-fusion of video and audio tokens before the LLM; null: the preset's"
     )
-    prefusion: bool | None = field(
-        default=None,
-        metadata=_help("attention pre-fusion of video and audio tokens before the LLM; null: the preset's"),
+    dtype: str = _opt("float32", "dtype the model is built or loaded in (float32, bfloat16, float16)")
+    attn_implementation: str = _opt(
+        "sdpa", "attention kernel of the LLM: sdpa, eager or flash_attention_2 (needs pip install '.[gpu]')"
     )
-    dtype: str = field(
-        default="float32", metadata=_help("dtype the model is built or loaded in (float32, bfloat16, float16)")
+    train_encoders: bool = _opt(
+        False,
+        "train the video/audio/face towers too (false: frozen; projectors, poolers, pre-fusion and the AU encoder "
+        "always train)",
     )
-    attn_implementation: str = field(
-        default="sdpa",
-        metadata=_help("attention kernel of the LLM: sdpa, eager or flash_attention_2 (needs pip install '.[gpu]')"),
-    )
-    train_encoders: bool = field(
-        default=False,
-        metadata=_help(
-            "train the video/audio/face towers too (false: frozen; projectors, poolers, pre-fusion and the AU encoder "
-            "always train)"
-        ),
-    )
-    llm_mode: str = field(
-        default="lora", metadata=_help("how the LLM trains: lora (adapters, merged on save), full or frozen")
-    )
-    lora: LoraConfig = field(default_factory=LoraConfig, metadata=_help("LoRA options (llm_mode: lora)"))
+    llm_mode: str = _opt("lora", "how the LLM trains: lora (adapters, merged on save), full or frozen")
+    lora: LoraConfig = _new(LoraConfig, "LoRA options (llm_mode: lora)")
 
 
 @dataclass
 class DataConfig:
     """``data:``: where the clips come from and how they are turned into model inputs."""
 
-    manifest: str | None = field(default=None, metadata=_help("the training manifest (JSONL, DESIGN.md §3)"))
-    eval_manifest: str | None = field(
-        default=None, metadata=_help("manifest of the end-of-stage evaluation; null: data.manifest")
-    )
-    split: str | None = field(default="train", metadata=_help("split trained on; null: every clip"))
-    num_frames: int = field(default=8, metadata=_help("video frames sampled per clip"))
-    max_samples: int | None = field(
-        default=None, metadata=_help("clips of the split used, drawn with the recipe seed; null: all")
-    )
-    feature_cache: str | None = field(
-        default=None,
-        metadata=_help(
-            "folder of `affectllm data prep`: frames, face crops, AU vectors (and frozen-tower features); null: clips "
-            "are decoded live (no faces or AUs)"
-        ),
+    manifest: str | None = _opt(None, "the training manifest (JSONL, DESIGN.md §3)")
+    eval_manifest: str | None = _opt(None, "manifest of the end-of-stage evaluation; null: data.manifest")
+    split: str | None = _opt("train", "split trained on; null: every clip")
+    num_frames: int = _opt(8, "video frames sampled per clip")
+    max_samples: int | None = _opt(None, "clips of the split used, drawn with the recipe seed; null: all")
+    feature_cache: str | None = _opt(
+        None,
+        "folder of `affectllm data prep`: frames, face crops, AU vectors (and frozen-tower features); null: clips "
+        "are decoded live (no faces or AUs)",
     )
 
 
@@ -135,29 +115,23 @@ SFT_TASKS: tuple[str, ...] = ("describe", "ov_labels", "single", "au", "brief")
 class SftOptions:
     """Stage 1 (``sft:``): what the SFT examples are."""
 
-    mix: dict[str, float] = field(
-        default_factory=lambda: {"describe": 0.5, "ov_labels": 0.25, "single": 0.15, "au": 0.1},
-        metadata=_help(
-            "task -> weight: each clip's SFT example is one task drawn with these weights (seeded); "
-            f"tasks: {', '.join(SFT_TASKS)}"
-        ),
+    mix: dict[str, float] = _new(
+        lambda: {"describe": 0.5, "ov_labels": 0.25, "single": 0.15, "au": 0.1},
+        "task -> weight: each clip's SFT example is one task drawn with these weights (seeded); "
+        f"tasks: {', '.join(SFT_TASKS)}",
     )
-    confidence: float = field(default=0.8, metadata=_help("the confidence written in SFT targets (0..1)"))
-    max_length: int = field(
-        default=1024, metadata=_help("longest prompt + target in tokens; longer rows are cut from the end")
-    )
+    confidence: float = _opt(0.8, "the confidence written in SFT targets (0..1)")
+    max_length: int = _opt(1024, "longest prompt + target in tokens; longer rows are cut from the end")
 
 
 @dataclass
 class GrpoOptions:
     """Stages 2 and 3 (``grpo:``): how rollouts are built."""
 
-    dedup_media: bool = field(
-        default=True,
-        metadata=_help(
-            "process and encode each clip once per generation batch (a group shares one clip); false encodes every "
-            "row (same results, G x the encoder work: a baseline for bench/grpo.py)"
-        ),
+    dedup_media: bool = _opt(
+        True,
+        "process and encode each clip once per generation batch (a group shares one clip); false encodes every "
+        "row (same results, G x the encoder work: a baseline for bench/grpo.py)",
     )
 
 
@@ -165,97 +139,65 @@ class GrpoOptions:
 class CalibrateOptions:
     """Stage 3 (``calibrate:``): the post-hoc confidence map."""
 
-    posthoc: str = field(
-        default="isotonic", metadata=_help("post-hoc map fitted after the GRPO part: isotonic, platt or none")
-    )
-    posthoc_split: str = field(
-        default="val", metadata=_help("split the post-hoc map is fitted on (never the evaluation split)")
-    )
-    posthoc_samples: int | None = field(
-        default=128, metadata=_help("clips of posthoc_split used for the fit (null: all)")
-    )
+    posthoc: str = _opt("isotonic", "post-hoc map fitted after the GRPO part: isotonic, platt or none")
+    posthoc_split: str = _opt("val", "split the post-hoc map is fitted on (never the evaluation split)")
+    posthoc_samples: int | None = _opt(128, "clips of posthoc_split used for the fit (null: all)")
 
 
 @dataclass
 class EvalOptions:
     """End-of-stage evaluation (``eval:``), on held-out clips."""
 
-    enabled: bool = field(default=True, metadata=_help("evaluate the saved model at the end of the stage"))
-    split: str | None = field(
-        default="test",
-        metadata=_help("split scored (of data.eval_manifest, else data.manifest); null skips the evaluation"),
+    enabled: bool = _opt(True, "evaluate the saved model at the end of the stage")
+    split: str | None = _opt(
+        "test", "split scored (of data.eval_manifest, else data.manifest); null skips the evaluation"
     )
-    samples: int | None = field(
-        default=64, metadata=_help("clips of that split scored, drawn with the recipe seed (null: all)")
-    )
-    max_new_tokens: int = field(default=96, metadata=_help("longest completion generated per clip"))
+    samples: int | None = _opt(64, "clips of that split scored, drawn with the recipe seed (null: all)")
+    max_new_tokens: int = _opt(96, "longest completion generated per clip")
 
 
 @dataclass
 class RewardSpec:
     """One entry of ``rewards:``: a reward term of the GRPO/calibration objective."""
 
-    name: str = field(
-        default=MISSING,
-        metadata=_help(
-            "a REWARDS registry name (ew, au, format, label_count_penalty, length, calibration) or pkg.mod:fn"
-        ),
+    name: str = _opt(
+        MISSING, "a REWARDS registry name (ew, au, format, label_count_penalty, length, calibration) or pkg.mod:fn"
     )
-    weight: float = field(default=1.0, metadata=_help("its weight in the summed reward (trainer.reward_weights)"))
-    kwargs: dict[str, Any] = field(
-        default_factory=dict, metadata=_help("keyword options bound to the reward (checked when the trainer is built)")
-    )
+    weight: float = _opt(1.0, "its weight in the summed reward (trainer.reward_weights)")
+    kwargs: dict[str, Any] = _new(dict, "keyword options bound to the reward (checked when the trainer is built)")
 
 
 @dataclass
 class Recipe:
     """A training stage recipe (``recipes/<backbone>/<stage>.yaml``)."""
 
-    stage: str = field(default=MISSING, metadata=_help("sft, grpo or calibrate"))
-    output_dir: str = field(
-        default=MISSING, metadata=_help("where the stage writes its checkpoints, logs, final model and evaluation")
+    stage: str = _opt(MISSING, "sft, grpo or calibrate")
+    output_dir: str = _opt(MISSING, "where the stage writes its checkpoints, logs, final model and evaluation")
+    init_from: str | None = _opt(None, "a previous stage's output directory to start from; null: build from model:")
+    seed: int = _opt(
+        0, "seed of the model build, the SFT task draw, clip sampling and TRL (trainer seed and data_seed)"
     )
-    init_from: str | None = field(
-        default=None, metadata=_help("a previous stage's output directory to start from; null: build from model:")
+    resume: bool = _opt(False, "continue from the newest checkpoint-N/ in output_dir")
+    model: ModelConfig = _new(ModelConfig, "the model (table model.*)")
+    data: DataConfig = _new(DataConfig, "the clips (table data.*)")
+    rewards: list[RewardSpec] = _new(
+        list, "reward terms of grpo and calibrate (table rewards[].*); required there, ignored by sft"
     )
-    seed: int = field(
-        default=0,
-        metadata=_help(
-            "seed of the model build, the SFT task draw, clip sampling and TRL (trainer seed and data_seed)"
-        ),
+    trainer: dict[str, Any] = _new(
+        dict,
+        "options of TRL's SFTConfig (sft) or GRPOConfig (grpo, calibrate), over the house defaults of "
+        "config.trainer_args; built at load, so a bad key or value fails before any model loads",
     )
-    resume: bool = field(default=False, metadata=_help("continue from the newest checkpoint-N/ in output_dir"))
-    model: ModelConfig = field(default_factory=ModelConfig, metadata=_help("the model (table model.*)"))
-    data: DataConfig = field(default_factory=DataConfig, metadata=_help("the clips (table data.*)"))
-    rewards: list[RewardSpec] = field(
-        default_factory=list,
-        metadata=_help("reward terms of grpo and calibrate (table rewards[].*); required there, ignored by sft"),
+    task: str = _opt(
+        "describe",
+        "the question of GRPO/calibration rollouts and of the evaluation: one of the SFT tasks, so the RL prompt "
+        "is one the model was trained on",
     )
-    trainer: dict[str, Any] = field(
-        default_factory=dict,
-        metadata=_help(
-            "options of TRL's SFTConfig (sft) or GRPOConfig (grpo, calibrate), over the house defaults of "
-            "config.trainer_args; built at load, so a bad key or value fails before any model loads"
-        ),
-    )
-    task: str = field(
-        default="describe",
-        metadata=_help(
-            "the question of GRPO/calibration rollouts and of the evaluation: one of the SFT tasks, so the RL prompt "
-            "is one the model was trained on"
-        ),
-    )
-    max_bad_steps: int = field(
-        default=10, metadata=_help("stop after this many optimizer steps with non-finite gradients (each is skipped)")
-    )
-    sft: SftOptions = field(default_factory=SftOptions, metadata=_help("SFT examples (table sft.*)"))
-    grpo: GrpoOptions = field(default_factory=GrpoOptions, metadata=_help("GRPO rollouts (table grpo.*)"))
-    calibrate: CalibrateOptions = field(
-        default_factory=CalibrateOptions, metadata=_help("the post-hoc confidence map (table calibrate.*)")
-    )
-    eval: EvalOptions = field(
-        default_factory=EvalOptions, metadata=_help("the end-of-stage evaluation (table eval.*)")
-    )
+    max_bad_steps: int = _opt(10, "stop after this many optimizer steps with non-finite gradients (each is skipped)")
+    sft: SftOptions = _new(SftOptions, "SFT examples (table sft.*)")
+    grpo: GrpoOptions = _new(GrpoOptions, "GRPO rollouts (table grpo.*)")
+    calibrate: CalibrateOptions = _new(CalibrateOptions, "the post-hoc confidence map (table calibrate.*)")
+    eval: EvalOptions = _new(EvalOptions, "the end-of-stage evaluation (table eval.*)")
 
 
 # The house defaults of TRL's config, stated here and nowhere else; a recipe's ``trainer:`` block overrides any of
