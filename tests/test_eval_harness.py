@@ -209,6 +209,11 @@ def test_gold_mapping_and_prediction_hooks():
     assert sentiment_from_labels(["happy", "relieved"], sentiment, tax) == "positive"
     assert sentiment_from_labels(["sad", "happy", "angry"], sentiment, tax) == "negative"
     assert sentiment_from_labels(["neutral"], sentiment, tax) == "negative"  # non-positive, as pred > 0
+    from affectllm.evaluation.harness import make_record
+
+    row = {"id": "a", "labels": [], "raw": "Happy, relieved", "confidence": None}
+    assert make_record(clips[0], row, TaskSpec(task="r", parse="answer_list"), tax)["labels"] == ["happy", "relieved"]
+    assert make_record(clips[0], row, TaskSpec(task="r"), tax)["labels"] == []
 
 
 def test_bootstrap_interval_contains_estimate_narrows_with_n_and_repeats():

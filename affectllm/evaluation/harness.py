@@ -26,7 +26,7 @@ from typing import Any
 from ..data.manifest import select_clips
 from ..jsonl import read_jsonl, write_jsonl, write_text
 from ..metrics import is_correct
-from ..parsing import parse_label_field
+from ..parsing import split_labels
 from ..registry import TASKS
 from ..taxonomy import Taxonomy, get_taxonomy
 from ..types import Clip
@@ -76,7 +76,7 @@ def make_record(clip: Clip, row: dict[str, Any], spec: TaskSpec, taxonomy: Taxon
     """The scored sample of one clip and one label-output row (see :data:`~affectllm.evaluation.tasks.Record`)."""
     labels = list(row.get("labels") or [])
     if not labels and spec.parse == "answer_list":
-        labels = parse_label_field(row.get("raw"))
+        labels = split_labels(row.get("raw") or "")
     gold_labels = list(clip.labels or ([clip.emotion] if clip.emotion else []))
     classes = bool(spec.classes)
     return {
