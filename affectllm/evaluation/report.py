@@ -164,10 +164,13 @@ def task_plots(task: str, result: dict[str, Any], records: Sequence[dict[str, An
     if groups:
         metric = next((m for m in metrics if m.startswith("ew_")), metrics[0])
         path = plots / f"{task}-modality.png"
-        series = {"model": {k: v[metric] for k, v in groups.items()}}
+        def named(by_group: dict[str, Any]) -> dict[str, float | None]:
+            return {f"{k}\n(n={v['n']})": v[metric] for k, v in by_group.items()}
+
+        series = {"model": named(groups)}
         for system, breakdown in result.get("reference_breakdowns", {}).items():
             if system in ("oracle", "keyword baseline") and metric in next(iter(breakdown["modality"].values()), {}):
-                series[system] = {k: v[metric] for k, v in breakdown["modality"].items()}
+                series[system] = named(breakdown["modality"])
         bar_plot(series, path, metric, f"{task}: {metric} by modality present")
         out.append((f"{metric} by modality present", path))
     return out
