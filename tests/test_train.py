@@ -210,3 +210,77 @@ def test_interrupted_then_resumed_sft_sees_the_same_batches_and_losses(emoworld,
     for step in (3, 4):
         assert resumed_ids[step] == straight_ids[step], step
         assert resumed_losses[step] == pytest.approx(straight_losses[step], rel=1e-5, abs=1e-6), step
+
+
+DEEPSPEED_GUARD = """
+import json, sys
+from pathlib import Path
+import torch
+from affectllm.config import load_recipe
+from affectllm.train import sft
+from affectllm.train.callbacks import NonFiniteGuard
+from affectllm.train.stage import load_stage_model
+
+manifest, out = sys.argv[1], Path(sys.argv[2])
+r = load_recipe("recipes/tiny/sft.yaml", [f"data.manifest={manifest}", f"output_dir={out}", "trainer.max_steps=3",
+    "trainer.per_device_train_batch_size=2", "trainer.deepspeed=recipes/deepspeed/zero2.json", "trainer.bf16=false",
+    "trainer.save_steps=100", "trainer.report_to=[]", "eval.enabled=false", "trainer.learning_rate=0.01"])
+model, processor = load_stage_model(r)
+trainer = sft.build_trainer(r, model, processor, out)
+poisoned, weights, grads_seen = [], {}, []
+
+def compute_loss(model, inputs, *args, **kwargs):
+    ids = list(inputs["ids"])
+    loss = sft.AffectSFTTrainer.compute_loss(trainer, model, inputs, *args, **kwargs)
+    if trainer.state.global_step == 1:
+        poisoned.append(ids)
+        return loss * float("nan")
+    return loss
+
+from transformers import TrainerCallback
+
+class Record(TrainerCallback):
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads_seen.append(any(p.grad is not None for p in model.parameters()))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        weights[state.global_step] = trainer.accelerator.unwrap_model(trainer.model).lm_head.weight.detach().clone()
+
+trainer.compute_loss = compute_loss
+trainer.add_callback(Record())
+trainer.train()
+guard = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, NonFiniteGuard))
+print("RESULT " + json.dumps({"bad": guard.bad_steps, "poisoned": poisoned, "grads_seen": grads_seen,
+    "skipped_kept": torch.equal(weights[1], weights[2]), "trained_after": not torch.equal(weights[2], weights[3])}))
+"""
+
+
+@pytest.mark.slow
+def test_nonfinite_guard_under_deepspeed_zero2_reads_the_engines_skip(emoworld, tmp_path):
+    """Under DeepSpeed p.grad is None and the engine steps inside backward: the guard reports DeepSpeed's own skip
+    of the poisoned step, with that batch's ids (one process, ZeRO-2, CPU)."""
+    pytest.importorskip("deepspeed")
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "guard.py"
+    script.write_text(DEEPSPEED_GUARD)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "1",
+        str(script),
+        str(emoworld),
+        str(tmp_path / "out"),
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    result = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT ") :])
+    assert result["grads_seen"] == [False, False, False]  # the reason a p.grad check never fires under DeepSpeed
+    assert result["bad"] == [{"step": 2, "ids": result["poisoned"][0]}]
+    assert result["skipped_kept"] and result["trained_after"]
