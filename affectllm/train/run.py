@@ -18,7 +18,7 @@ def _logging(main_process: bool) -> None:
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False)], force=True)
 
 
-def run_stage(recipe: Recipe) -> dict[str, Any]:
+def run_recipe(recipe: Recipe) -> dict[str, Any]:
     """Run the stage the recipe names (its ``main``) and return its evaluation ({} off the main process)."""
     return STAGES[recipe.stage](recipe)
 
@@ -37,7 +37,7 @@ def train_main(recipe_path: str, overrides: list[str] | None = None) -> int:
         flush=True,
     )
     try:
-        run_stage(recipe)
+        run_recipe(recipe)
     finally:
         import torch.distributed as dist
 
