@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,13 +57,7 @@ def _is_blank(png: Path) -> bool:
 def world(emoworld, monkeypatch):
     """The shipped EmoWorld tasks pointed at the 12-clip fixture world, on all its clips (not just 2 test clips)."""
     monkeypatch.setenv("AFFECTLLM_EMOWORLD", str(emoworld.parent))
-    return [_all_splits(load_task(name)) for name in EMOWORLD_TASKS]
-
-
-def _all_splits(spec: TaskSpec) -> TaskSpec:
-    from dataclasses import replace
-
-    return replace(spec, split=None)
+    return [replace(load_task(name), split=None) for name in EMOWORLD_TASKS]
 
 
 def test_eval_emoworld_tiny_model_report_and_bytes_identical(tiny, emoworld, monkeypatch, tmp_path):
