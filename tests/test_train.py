@@ -284,3 +284,20 @@ def test_nonfinite_guard_under_deepspeed_zero2_reads_the_engines_skip(emoworld, 
     assert result["grads_seen"] == [False, False, False]  # the reason a p.grad check never fires under DeepSpeed
     assert result["bad"] == [{"step": 2, "ids": result["poisoned"][0]}]
     assert result["skipped_kept"] and result["trained_after"]
+
+
+def test_max_steps_zero_trains_nothing_and_saves_the_starting_model(emoworld, sft_dir, tmp_path):
+    """TRL reads max_steps=0 as "train by epochs"; the stage body reads it as "no training" (calibration then runs
+    its post-hoc fit alone)."""
+    from safetensors.torch import load_file
+
+    from affectllm.train import sft
+
+    out = tmp_path / "zero"
+    assert (
+        sft.main(recipe("sft", emoworld, out, f"init_from={sft_dir}", "trainer.max_steps=0", "eval.enabled=false"))
+        == {}
+    )
+    assert not (out / "metrics.jsonl").exists() and not list(out.glob("checkpoint-*"))
+    start, saved = load_file(sft_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    assert start.keys() == saved.keys() and all(torch.equal(start[k], saved[k]) for k in start)
