@@ -1,0 +1,402 @@
+"""`affectllm serve`: the OpenAI client against a real server on a free loopback port (started in the test, bounded in
+time, stopped by the test), media confinement, limits, errors, batching, the decode workers."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+openai = pytest.importorskip("openai")
+uvicorn = pytest.importorskip("uvicorn")
+
+from affectllm.serve.engine import Engine  # noqa: E402
+from affectllm.serve.media_io import ApiError  # noqa: E402
+from affectllm.serve.server import ServerConfig, create_app  # noqa: E402
+from affectllm.serve.worker import WorkerError, WorkerPool  # noqa: E402
+
+KEY = "test-key"
+ANSWER = ("<think>The cheeks rise (AU6) and the lip corners pull up (AU12).</think><answer>happy, joy</answer>"
+          "<confidence>0.80</confidence>")
+READY_S = 120
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from affectllm.model.build import build_model
+
+    model, processor = build_model(seed=0)
+    out = tmp_path_factory.mktemp("serve_model") / "tiny-emo"
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    return Engine.load(model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def root(emoworld):
+    return emoworld.parent
+
+
+@contextlib.contextmanager
+def running(engine, **settings):
+    """A server on a free 127.0.0.1 port (the socket is bound here, so no other process can take the port);
+    yields ``(base_url, app state)`` once ready, stops it on exit."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = ServerConfig(model=str(engine.model_dir), port=port, device="cpu", decode_workers=1, **settings)
+    app = create_app(config, engine=engine)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {settings['api_key']}"} if settings.get("api_key") else {}
+    try:
+        deadline = time.monotonic() + READY_S
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/health/ready", headers=headers, timeout=5).status_code == 200:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the server was not ready within {READY_S} s")
+        yield base, app.state.affect
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(engine, root):
+    with running(engine, media_root=str(root), api_key=KEY, max_upload_mb=2) as started:
+        yield started
+
+
+@pytest.fixture()
+def client(server):
+    return openai.OpenAI(base_url=f"{server[0]}/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+def _video_part(url):
+    return {"type": "video_url", "video_url": {"url": url}}
+
+
+def _data_url(path: Path, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def _clip(root, name="ew00000"):
+    return root / "video" / f"{name}.mp4", root / "audio" / f"{name}.wav"
+
+
+@contextlib.contextmanager
+def scripted(engine, text=ANSWER, gate: threading.Event | None = None, entered: threading.Event | None = None):
+    """The model's ``generate`` writes ``text`` for every row (streamed token by token), after ``gate`` opens."""
+    real = engine.model.generate
+    eos = engine.model.generation_config.eos_token_id
+    ids = engine.processor.tokenizer.encode(text, add_special_tokens=False) + [eos]
+
+    def generate(input_ids, streamer=None, num_return_sequences=1, max_new_tokens=128, **_):
+        if entered is not None:
+            entered.set()
+        if gate is not None:
+            assert gate.wait(60)
+        prompt = input_ids.repeat_interleave(num_return_sequences, 0)
+        new = torch.tensor(ids[:max_new_tokens]).repeat(prompt.shape[0], 1)
+        if streamer is not None:
+            streamer.put(prompt)
+            for step in range(new.shape[1]):
+                streamer.put(new[:, step])
+            streamer.end()
+        return torch.cat([prompt, new], 1)
+
+    engine.model.generate = generate
+    try:
+        yield
+    finally:
+        engine.model.generate = real
+
+
+def test_models_list_health_and_readiness(server, client):
+    base, _ = server
+    assert [m.id for m in client.models.list()] == ["tiny-emo"]
+    assert client.models.retrieve("tiny-emo").owned_by == "affectllm"
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert httpx.get(f"{base}/health", headers=auth).json() == {"status": "ok", "ready": True}
+    assert httpx.get(f"{base}/health/ready", headers=auth).json()["status"] == "ready"
+
+
+def test_not_ready_is_503(engine, model_dir):
+    state = create_app(ServerConfig(model=str(model_dir))).state.affect  # not started: nothing loaded
+    with pytest.raises(ApiError) as err:
+        state.require_ready()
+    assert err.value.status == 503 and err.value.headers["Retry-After"]
+
+
+def test_non_streaming_video_file_url_with_an_audio_part(client, root):
+    video, audio = _clip(root)
+    resp = client.chat.completions.create(model="tiny-emo", max_tokens=8, messages=[{"role": "user", "content": [
+        _video_part(video.as_uri()),
+        {"type": "input_audio", "input_audio": {"data": base64.b64encode(audio.read_bytes()).decode(),
+                                                "format": "wav"}},
+        {"type": "text", "text": "How does this person feel?"}]}])
+    choice = resp.choices[0]
+    assert resp.object == "chat.completion" and resp.model == "tiny-emo" and choice.message.role == "assistant"
+    assert isinstance(choice.message.content, str) and choice.finish_reason in ("stop", "length")
+    assert resp.usage.completion_tokens <= 8 and resp.usage.prompt_tokens > 0
+    assert {"video", "audio"} <= set(resp.model_extra["affect"]["modalities"])
+    assert set(choice.model_extra["affect"]) == {"labels", "confidence", "confidence_raw", "aus", "explanation",
+                                                 "format_ok"}
+
+
+def test_streaming_data_url_gives_the_non_streaming_text(client, root):
+    video, audio = _clip(root, "ew00001")
+    content = [_video_part(_data_url(video, "video/mp4")),
+               {"type": "audio_url", "audio_url": {"url": _data_url(audio, "audio/wav")}}]
+    messages = [{"role": "user", "content": content}]
+    whole = client.chat.completions.create(model="tiny-emo", max_tokens=10, messages=messages)
+    chunks = list(client.chat.completions.create(model="tiny-emo", max_tokens=10, messages=messages, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finish) == 1 and finish[0].choices[0].model_extra["affect"]["labels"] == []
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == whole.usage.total_tokens
+
+
+def test_parsed_answer_extension_streamed_and_whole(client, engine, root):
+    video, _ = _clip(root)
+    messages = [{"role": "user", "content": [_video_part(video.as_uri()), {"type": "text", "text": "Feeling?"}]}]
+    with scripted(engine):
+        whole = client.chat.completions.create(model="tiny-emo", messages=messages)
+        chunks = list(client.chat.completions.create(model="tiny-emo", messages=messages, stream=True,
+                                                     extra_body={"affect": {"timeline": True}}))
+    assert whole.choices[0].message.content == ANSWER and whole.choices[0].finish_reason == "stop"
+    affect = whole.choices[0].model_extra["affect"]
+    assert affect["labels"] == ["happy", "joy"] and affect["confidence"] == pytest.approx(0.8)
+    assert affect["format_ok"] and [a["code"] for a in affect["aus"]] == ["AU6", "AU12"]
+    assert affect["aus"][0]["name"] and "cheek" in affect["aus"][0]["name"].lower()
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ANSWER
+    assert [c for c in chunks if c.choices[0].finish_reason][0].choices[0].model_extra["affect"] == affect
+    timeline = chunks[0].model_extra["affect"]["timeline"]
+    assert timeline is not None and len(timeline["times"]) == engine.media.num_frames and "AU12" in timeline["aus"]
+
+
+def test_stop_strings_and_max_tokens(client, engine, root):
+    video, _ = _clip(root)
+    messages = [{"role": "user", "content": [_video_part(video.as_uri())]}]
+    with scripted(engine):
+        cut = client.chat.completions.create(model="tiny-emo", messages=messages, stop=["</answer>"])
+        streamed = list(client.chat.completions.create(model="tiny-emo", messages=messages, stop="</answer>",
+                                                       stream=True))
+        short = client.chat.completions.create(model="tiny-emo", messages=messages, max_completion_tokens=3)
+    assert cut.choices[0].message.content == ANSWER[: ANSWER.index("</answer>")]
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == cut.choices[0].message.content
+    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 3
+
+
+def _status(client, **kwargs):
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(**{"model": "tiny-emo", **kwargs})
+    body = err.value.body
+    assert set(body) == {"message", "type", "param", "code"} and "Traceback" not in body["message"]
+    return err.value.status_code, body
+
+
+def test_bad_requests_get_openai_errors_with_the_right_status(client, server, root, tmp_path):
+    video, _ = _clip(root)
+    part = _video_part(video.as_uri())
+    user = [{"role": "user", "content": [part]}]
+    assert _status(client, messages=[{"role": "user", "content": [{"type": "hologram"}]}])[0] == 400
+    assert _status(client, messages=[{"role": "user", "content": [{"type": "video_url"}]}])[0] == 400
+    assert _status(client, messages=[*user, {"role": "assistant", "content": "hi"}])[0] == 400
+    assert _status(client, messages=[{"role": "user", "content": [part, part]}])[0] == 400
+    status, body = _status(client, messages=user, temperature=3)
+    assert status == 422 and body["param"] == "temperature"
+    assert _status(client, messages=user, n=2)[0] == 422  # n > 1 needs sampling
+    assert _status(client, messages=user, max_tokens=100000)[0] == 422
+    assert _status(client, messages=user, extra_body={"mm_processor_kwargs": {"window": [2.0, 1.0]}})[0] == 422
+    assert _status(client, model="gpt-4o", messages=user)[0] == 404
+    bad64 = _video_part("data:video/mp4;base64,@@@")
+    assert _status(client, messages=[{"role": "user", "content": [bad64]}])[0] == 400
+    html = _video_part("data:text/html;base64," + base64.b64encode(b"<p>").decode())
+    assert _status(client, messages=[{"role": "user", "content": [html]}])[0] == 415
+    junk = _video_part("data:video/mp4;base64," + base64.b64encode(b"not a video at all" * 50).decode())
+    status, body = _status(client, messages=[{"role": "user", "content": [junk]}])
+    assert status == 415 and "affectllm-serve" not in body["message"]  # no server temp path in the message
+    assert _status(client, messages=[{"role": "user", "content": [_video_part("http://example.com/a.mp4")]}])[0] \
+        == 403  # remote media off by default
+    raw = httpx.post(f"{server[0]}/v1/chat/completions", content=b"{not json", headers={"Authorization":
+                                                                                        f"Bearer {KEY}"})
+    assert raw.status_code == 400 and raw.json()["error"]["type"] == "invalid_request_error"
+    assert httpx.get(f"{server[0]}/v1/nothing", headers={"Authorization": f"Bearer {KEY}"}).status_code == 404
+
+
+def test_missing_or_wrong_key_is_401_and_the_page_is_public(server, root):
+    base, _ = server
+    for key in ("wrong", ""):
+        bad = openai.OpenAI(base_url=f"{base}/v1", api_key=key or "x", max_retries=0,
+                            default_headers={} if key else {"Authorization": ""})
+        with pytest.raises(openai.AuthenticationError) as err:
+            bad.models.list()
+        assert err.value.status_code == 401 and err.value.body["type"] == "authentication_error"
+    assert httpx.get(f"{base}/health").status_code == 401
+    assert httpx.post(f"{base}/v1/chat/completions", json={}).status_code == 401  # before the body is looked at
+    page = httpx.get(f"{base}/")
+    assert page.status_code == 200 and "/web/app.js" in page.text
+    assert httpx.get(f"{base}/web/app.js").status_code == 200
+
+
+def test_path_traversal_and_symlink_escape_are_403(client, root, tmp_path):
+    outside = tmp_path / "secret.mp4"
+    video, _ = _clip(root)
+    outside.write_bytes(video.read_bytes())
+    link = root / "escape.mp4"
+    link.symlink_to(outside)
+    inside_link = root / "inside.mp4"
+    inside_link.symlink_to(video)
+    try:
+        for url in (f"file://{root}/../{outside.parent.name}/secret.mp4", outside.as_uri(), link.as_uri(),
+                    "file:///etc/passwd", f"file://{root}/video/%2e%2e/%2e%2e/{outside.name}"):
+            status, body = _status(client, messages=[{"role": "user", "content": [_video_part(url)]}])
+            assert status == 403 and body["type"] == "permission_error", url
+        ok = client.chat.completions.create(model="tiny-emo", max_tokens=2, messages=[
+            {"role": "user", "content": [_video_part(inside_link.as_uri())]}])  # a link that stays inside is fine
+        assert ok.choices[0].finish_reason in ("stop", "length")
+    finally:
+        link.unlink()
+        inside_link.unlink()
+
+
+def _raw_post(base: str, head: str, body_parts: list[bytes]) -> bytes:
+    """Send the request line and headers, then body parts one by one; return what the server answered as soon as
+    it answers (the rest of the body is never sent)."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head.encode())
+        for part in body_parts:
+            sock.sendall(part)
+        return sock.recv(65536)
+
+
+def test_an_oversize_upload_is_refused_while_it_is_read(server, client, root):
+    base, _ = server
+    auth = f"Authorization: Bearer {KEY}\r\n"
+    # declared too large: answered before one byte of the body is sent
+    answer = _raw_post(base, f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: "
+                       f"application/json\r\nContent-Length: {50 << 20}\r\n\r\n", [])
+    assert answer.startswith(b"HTTP/1.1 413") and b"request_too_large" in answer
+    # chunked, no length: refused once 2 MB have been read, with the end of the body never sent
+    chunk = b"x" * (256 << 10)
+    parts = [f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"] * 9
+    answer = _raw_post(base, f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: "
+                       "application/json\r\nTransfer-Encoding: chunked\r\n\r\n", parts)
+    assert answer.startswith(b"HTTP/1.1 413")
+    big = "data:video/mp4;base64," + "A" * (3 << 20)
+    status, body = _status(client, messages=[{"role": "user", "content": [_video_part(big)]}])
+    assert status == 413 and body["code"] == "request_too_large"
+
+
+def test_requests_arriving_together_share_a_batch_and_a_full_queue_is_429(engine, root):
+    video, _ = _clip(root)
+    messages = [{"role": "user", "content": [_video_part(video.as_uri())]}]
+    gate, entered = threading.Event(), threading.Event()
+    with running(engine, media_root=str(root), max_queue=4, max_wait_ms=50) as (base, state), \
+            scripted(engine, gate=gate, entered=entered):
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=120)
+        results: list = []
+        ask = lambda: results.append(client.chat.completions.create(model="tiny-emo", messages=messages))  # noqa: E731
+        first = threading.Thread(target=ask)
+        first.start()
+        assert entered.wait(60)  # the first request is generating (held at the gate)
+        others = [threading.Thread(target=ask) for _ in range(3)]
+        for t in others:
+            t.start()
+        deadline = time.monotonic() + 60
+        while state.batcher.pending() < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state.batcher.pending() == 3
+        with pytest.raises(openai.RateLimitError) as err:  # 4 requests in progress = --max-queue
+            client.chat.completions.create(model="tiny-emo", messages=messages)
+        assert err.value.status_code == 429 and int(err.value.response.headers["Retry-After"]) >= 1
+        gate.set()
+        for t in (first, *others):
+            t.join(60)
+        assert state.batcher.batch_sizes == [1, 3]  # the three queued together went in one generate call
+        assert [r.choices[0].message.content for r in results] == [ANSWER] * 4
+
+
+def test_batched_rows_match_the_same_requests_one_at_a_time(engine, root):
+    video, _ = _clip(root)
+    questions = ["How does this person feel?", "Which emotion?", "Describe the face."]
+    with running(engine, media_root=str(root), max_wait_ms=300) as (base, state):
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=120)
+
+        def ask(q):
+            content = [_video_part(video.as_uri()), {"type": "text", "text": q}]
+            return client.chat.completions.create(model="tiny-emo", max_tokens=6,
+                                                  messages=[{"role": "user", "content": content}])
+
+        alone = [ask(q).choices[0].message.content for q in questions]
+        together: dict = {}
+        threads = [threading.Thread(target=lambda q=q: together.__setitem__(q, ask(q))) for q in questions]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert max(state.batcher.batch_sizes) > 1
+    assert [together[q].choices[0].message.content for q in questions] == alone
+
+
+def test_remote_media_when_allowed_has_a_size_limit(engine, root, tmp_path):
+    import http.server
+
+    video, _ = _clip(root)
+    (tmp_path / "clip.mp4").write_bytes(video.read_bytes())
+    (tmp_path / "big.mp4").write_bytes(b"0" * (3 << 20))
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path))  # noqa: E731
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{files.server_address[1]}"
+    try:
+        with running(engine, allow_remote_media=True, max_upload_mb=2) as (base, _):
+            client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=120)
+            ok = client.chat.completions.create(model="tiny-emo", max_tokens=2, messages=[
+                {"role": "user", "content": [_video_part(f"{url}/clip.mp4")]}])
+            assert "video" in ok.model_extra["affect"]["modalities"]
+            assert _status(client, messages=[{"role": "user", "content": [_video_part(f"{url}/big.mp4")]}])[0] == 413
+    finally:
+        files.shutdown()
+
+
+def test_decode_workers_survive_hangs_memory_and_crashes():
+    pool = WorkerPool(1, timeout_s=30, memory_mb=1024)
+    try:
+        with pytest.raises(WorkerError) as err:
+            pool.call(time.sleep, 30, timeout_s=0.5)
+        assert err.value.kind == "timeout"
+        with pytest.raises(WorkerError) as err:
+            pool.call(bytearray, 4 << 30)  # over the 1 GiB address-space cap
+        assert err.value.kind == "memory"
+        with pytest.raises(WorkerError) as err:
+            pool.call(os._exit, 3)
+        assert err.value.kind == "died" and "exit code 3" in str(err.value)
+        assert pool.call(len, "abc") == 3  # a fresh worker took the dead one's place
+    finally:
+        pool.close()
