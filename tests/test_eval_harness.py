@@ -13,6 +13,7 @@ import pytest
 from affectllm.data.manifest import read_manifest
 from affectllm.evaluation.bootstrap import bootstrap, paired_bootstrap
 from affectllm.evaluation.harness import Runner, compare_runs, run_eval
+from affectllm.evaluation.label_file import InputError
 from affectllm.evaluation.tasks import (
     TaskError,
     TaskSpec,
@@ -128,7 +129,14 @@ def test_compare_two_runs_paired_and_interval_fallback(world, emoworld, tmp_path
     shutil.rmtree(bad / "samples")
     fallback = {(r["task"], r["metric"]): r for r in compare_runs(good, bad)}[("emoworld_ov", "ew_level1")]
     assert fallback["method"] == "A's interval" and fallback["significant"]
-    assert compare_main(str(good), str(bad), resamples=50) == 0
+    (good / "samples" / "emoworld_ov.jsonl").write_text('{"id": "ew00000"\n')
+    with pytest.raises(InputError, match=r"emoworld_ov\.jsonl.*1"):
+        compare_runs(good, good)
+    (bad / "results.json").write_text("{")
+    with pytest.raises(InputError, match=r"results\.json: not a results file"):
+        compare_runs(good, bad)
+    shutil.rmtree(good / "samples")
+    assert compare_main(str(good), str(tmp_path / "good"), resamples=50) == 0
     printed = capsys.readouterr().out
     assert "ew_level1" in printed and "emoworld_basic" in printed
 

@@ -31,6 +31,7 @@ from ..registry import TASKS
 from ..taxonomy import Taxonomy, get_taxonomy
 from ..types import Clip
 from .bootstrap import Interval, bootstrap, paired_bootstrap
+from .label_file import InputError
 from .tasks import BREAKDOWNS, Record, TaskError, TaskSpec, prepare_gold, scorer
 
 Labeler = Callable[[list[Clip], "str | None", int], list[dict[str, Any]]]
@@ -239,7 +240,13 @@ def _load_run(path: Path) -> dict[str, Any]:
     file = path / RESULTS
     if not file.is_file():
         raise FileNotFoundError(f"{file}: not found; pass an --out folder of `affectllm eval`")
-    return json.loads(file.read_text(encoding="utf-8"))
+    try:
+        run = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{file}: not a results file of `affectllm eval` ({err}); rerun the evaluation") from err
+    if not isinstance(run, dict) or run.get("version") != RESULTS_VERSION or "tasks" not in run:
+        raise InputError(f"{file}: not a version-{RESULTS_VERSION} results file of `affectllm eval`; rerun it")
+    return run
 
 
 def _samples(path: Path, task: str) -> dict[str, Record] | None:
@@ -248,7 +255,8 @@ def _samples(path: Path, task: str) -> dict[str, Record] | None:
         return None
     rows, problems = read_jsonl(file)
     if problems:
-        raise ValueError(f"{problems[0]}")
+        bad = problems[0]
+        raise InputError(f"{file}:{bad.line}: {bad.message} (delete {file.parent} to compare on the intervals alone)")
     return {r["id"]: r for _, r in rows}
 
 
