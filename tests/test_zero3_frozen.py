@@ -49,14 +49,33 @@ def run_bounded(cmd: list[str], limit_s: int) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
-def test_zero3_frozen_towers_with_different_modalities_per_rank(emoworld, tmp_path):
+def cache_features(manifest: Path, out: Path) -> Path:
+    """``data prep --cache-features`` with the tiny preset at the recipe's seed (the towers the stage builds)."""
+    from affectllm.cli import main
+    from affectllm.inputs.store import ClipStore
+    from affectllm.model.build import load_pretrained
+
+    assert main(["model", "init", "--preset", "tiny", "--seed", "0", "--out", str(out / "model")]) == 0
+    main(["data", "prep", str(manifest), "--out", str(out / "prep"), "--no-faces", "--no-progress", "--cache-features",
+          "--model", str(out / "model")])
+    store = ClipStore(str(out / "prep"))
+    assert store.features_for(*load_pretrained(out / "model", device="cpu"))
+    assert set(store.features("with-media")) == {"video", "audio"}
+    return out / "prep"
+
+
+@pytest.mark.parametrize("features", ["live", "cached"])
+def test_zero3_frozen_towers_with_different_modalities_per_rank(emoworld, tmp_path, features):
+    """Live: the media rank encodes video and audio, the text-only rank must run the towers on a dummy. Cached:
+    neither runs the towers on clips (the media rank has cached features), and both must run them on a dummy."""
     pytest.importorskip("deepspeed")
     manifest = mixed_manifest(emoworld, tmp_path)
+    cache = [f"data.feature_cache={cache_features(manifest, tmp_path)}"] if features == "cached" else []
     out = tmp_path / "sft"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(ROOT / "recipes/accelerate/zero3.yaml"), "--num_processes", "2", "-m", "affectllm.cli", "train",
            "recipes/tiny/sft.yaml", f"data.manifest={manifest}", f"output_dir={out}", "model.train_encoders=false",
-           "trainer.max_steps=2", "trainer.per_device_train_batch_size=1", "trainer.logging_steps=1",
+           *cache, "trainer.max_steps=2", "trainer.per_device_train_batch_size=1", "trainer.logging_steps=1",
            "trainer.save_steps=100", "trainer.bf16=false", "trainer.report_to=[]", "eval.enabled=false"]
     proc = run_bounded(cmd, LIMIT_S)
     assert proc.returncode == 0, proc.stdout[-5000:]

@@ -142,6 +142,8 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
         if modality not in self.encoders:
             raise ValueError(f"{modality} inputs given but this model has no {modality} encoder")
         mask = media.get(MASK_INPUT_NAMES.get(modality, ""))
+        if cached is not None and modality in FEATURE_INPUT_NAMES and is_deepspeed_zero3_enabled():
+            self.tower_dummy(modality, cached)  # ranks that encode this modality live run its tower: join them
         features = cached if cached is not None else self.encode_media(modality, values, mask)
         projected = self.project_media(modality, features, self.feature_lengths(modality, mask))  # [u, k, D]
         index = media.get(f"{modality}_index")
@@ -180,6 +182,17 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
         """Whether a modality the batch lacks must still run (see :meth:`_dummy_pass`)."""
         return (self.training and torch.is_grad_enabled()) or is_deepspeed_zero3_enabled()
 
+    def tower_dummy(self, modality: str, like: torch.Tensor) -> torch.Tensor:
+        """Run ``modality``'s encoder on a one-clip dummy input (``[1, l, d]``, no gradient when it is frozen).
+
+        Under ZeRO-3 every rank must run each tower once per forward, because running it gathers its partitioned
+        parameters collectively: ranks with cached features or without the modality call this while others encode
+        live. Code that encodes outside ``forward`` for only the modalities its batch has (GRPO's frozen-feature
+        path) must call it for the others, in :data:`affectllm.types.MODALITIES` order, on the same condition
+        (``transformers.integrations.is_deepspeed_zero3_enabled()``).
+        """
+        return self.encode_media(modality, self._dummy_input(modality, like))
+
     def _dummy_pass(self, modality: str, like: torch.Tensor) -> torch.Tensor:
         """Run a modality the batch lacks on a one-clip dummy input; the caller adds it times zero.
 
@@ -190,14 +203,16 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
 
         Frozen towers: outside ZeRO-3 they are skipped (zeros stand in for their output; they have no gradient to
         reduce). Under ZeRO-3 every parameter, frozen or not, is partitioned and gathered by a collective when its
-        module runs, so a rank that skipped a tower another rank runs would hang both; there the frozen tower runs
-        on the dummy too, in every mode (training, evaluation, generation). This costs one one-clip tower pass per
-        absent modality and step, and keeps ZeRO-3's memory saving, which gathering the towers once for good
-        would give up (SigLIP-so400m + Whisper-large encoder: ~2 GB in bf16 on every rank).
+        module runs, so a rank that skipped a tower another rank runs would hang both; there every tower runs once
+        per forward on every rank, in every mode (training, evaluation, generation): on the clips when they come
+        raw, else on the dummy (absent modality here, or cached features given instead, see :meth:`tower_dummy`).
+        This costs one one-clip tower pass per such modality and step, and keeps ZeRO-3's memory saving, which
+        gathering the towers once for good would give up (SigLIP-so400m + Whisper-large encoder: ~2 GB in bf16 on
+        every rank).
         """
         encoder = self.encoders[modality]
         if any(p.requires_grad for p in encoder.parameters()) or is_deepspeed_zero3_enabled():
-            features = self.encode_media(modality, self._dummy_input(modality, like))
+            features = self.tower_dummy(modality, like)
         else:
             features = like.new_zeros((1, 1, encoder.hidden_size))
         return self.project_media(modality, features).sum()
@@ -303,6 +318,10 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """See :meth:`AffectLlmModel.encode_media`."""
         return self.model.encode_media(modality, values, attention_mask)
+
+    def tower_dummy(self, modality: str, like: torch.Tensor) -> torch.Tensor:
+        """See :meth:`AffectLlmModel.tower_dummy`."""
+        return self.model.tower_dummy(modality, like)
 
     def feature_lengths(self, modality: str, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
         """See :meth:`AffectLlmModel.feature_lengths`."""
