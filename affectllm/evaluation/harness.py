@@ -16,6 +16,7 @@ Same model, data and seeds give the same ``results.json`` bytes: no clock, no ab
 from __future__ import annotations
 
 import json
+import logging
 import random
 import sys
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ from .tasks import BREAKDOWNS, Record, TaskError, TaskSpec, prepare_gold, scorer
 Labeler = Callable[[list[Clip], "str | None", int], list[dict[str, Any]]]
 """``(clips, question, max_new_tokens) -> label-output rows`` in clip order (an engine's ``label``; question None:
 the model's training question)."""
+log = logging.getLogger(__name__)
 RESULTS = "results.json"
 CALIBRATION_METRICS = ("ece", "brier", "auroc", "selective")
 RESULTS_VERSION = 1
@@ -55,8 +57,10 @@ def select(spec: TaskSpec, limit: int | None = None) -> list[Clip]:
     else:
         from ..data.sources import load_dataset
 
-        clips = [c for c in load_dataset(ds.importer, ds.root, **ds.options).clips
-                 if spec.split is None or c.split == spec.split]
+        loaded = load_dataset(ds.importer, ds.root, **ds.options)
+        for problem in loaded.problems:  # skipped or doubtful label rows, each with its file and line
+            log.warning("%s", problem)
+        clips = [c for c in loaded.clips if spec.split is None or c.split == spec.split]
     clips = prepare_gold(clips, spec)
     if not clips:
         raise TaskError(f"{spec.source}: no clip of split {spec.split!r} has the gold this task scores")
