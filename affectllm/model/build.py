@@ -29,7 +29,7 @@ from transformers import (
 )
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from ..config import ModelConfig, load_model_config
+from ..config import ModelConfig, RecipeError, load_model_config
 from ..types import AU_FEATURE_DIM
 from .configuration import MEDIA_TOKENS, AffectLlmConfig
 from .encoders import SslAudioEncoder, VisionTower, WhisperAudioEncoder
@@ -77,12 +77,12 @@ def resolve(cfg: ModelConfig) -> ModelConfig:
     ``pooling``) merge key by key, so ``media_tokens.video=2`` keeps the preset's other counts.
 
     Raises:
-        ValueError: unknown preset.
+        RecipeError: unknown preset.
     """
     if cfg.preset is None:
         return cfg
     if cfg.preset not in PRESETS:
-        raise ValueError(f"model.preset={cfg.preset!r}: unknown; known presets: {', '.join(PRESETS)}")
+        raise RecipeError(f"model.preset={cfg.preset!r}: unknown; known presets: {', '.join(PRESETS)}")
     base = PRESETS[cfg.preset]()
     changes: dict[str, Any] = {}
     for f in fields(cfg):
@@ -131,7 +131,7 @@ def ensure_smollm2() -> Path:
 
 def _tokenizer_and_llm(spec: str | None, cfg: ModelConfig) -> tuple[Any, torch.nn.Module]:
     if spec is None:
-        raise ValueError("model.llm is not set: name a hub id or local directory (or use a preset)")
+        raise RecipeError("model.llm is not set: name a hub id or local directory (or use a preset)")
     if spec == BUILTIN_TINY:
         tok = PreTrainedTokenizerFast.from_pretrained(ASSETS / "tiny_tokenizer")
         _add_tokens(tok)
