@@ -28,7 +28,7 @@ class AuEncoder(nn.Module):
     def from_config(cls, config: PreTrainedConfig) -> AuEncoder:
         """Build from a composite config's ``au_feature_dim`` (hidden size follows the face/vision tower)."""
         tower = config.face_config or config.vision_config
-        return cls(config.au_feature_dim, getattr(tower, "hidden_size", 64))
+        return cls(config.au_feature_dim, 64 if tower is None else tower.hidden_size)
 
     def forward(self, au_features: torch.Tensor) -> torch.Tensor:
         """``[u, t, f]`` -> ``[u, t, d]``."""
