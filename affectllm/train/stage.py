@@ -16,7 +16,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from ..config import Recipe, recipe_to_yaml
 from ..data.manifest import select_clips
 from ..evaluation.report import plot_curves
-from ..evaluation.runner import evaluate
+from ..evaluation.runner import Correctness, evaluate
 from ..inputs.store import ClipStore
 from ..jsonl import write_text
 
@@ -162,6 +162,7 @@ def evaluate_stage(recipe: Recipe, out: Path) -> dict[str, Any]:
         clips,
         store,
         out / "eval",
+        correctness=Correctness.from_recipe(recipe),  # the calibration reward's judgement, when the recipe has one
         question=QUESTIONS[recipe.task],
         max_new_tokens=recipe.eval.max_new_tokens,
     )
