@@ -173,7 +173,7 @@ def test_reward_columns() -> None:
 
 def test_calibration() -> None:
     assert confidence_score(1.0, True) == 1.0 and confidence_score(1.0, False) == -1.0
-    assert confidence_score(0.0, True, "log") == pytest.approx(2 + 2 * math.log(0.01))
+    assert confidence_score(0.0, True, "log") == pytest.approx(5 + math.log(0.01))
     cal = REWARDS.get("calibration")
     ok = "<answer>happy</answer><confidence>{}</confidence>"
     scores = cal([ok.format(0.7), ok.format("70%"), "<answer>happy</answer>"], labels=[["joyful"]] * 3,
@@ -189,12 +189,14 @@ def test_calibration_log_a_nonsense_answer_at_confidence_zero_is_not_the_maximum
     assert right > nonsense  # both 0.0 before: the log score had no correctness term
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.floats(0.0, 1.0), st.sampled_from(["brier", "log"]))
-def test_calibration_right_beats_wrong_and_format_failure_is_lowest(c: float, score: str) -> None:
+@settings(max_examples=300, deadline=None)
+@given(st.floats(0.0, 1.0), st.floats(0.0, 1.0), st.sampled_from(["brier", "log"]))
+def test_calibration_right_beats_wrong_and_format_failure_is_lowest(c: float, d: float, score: str) -> None:
     best_right = confidence_score(1.0, True, score)
     assert confidence_score(c, False, score) < best_right  # no confidence makes a wrong answer pay like a right one
-    if c > 1 / (1 + math.exp(0.5)) or score == "brier" and c > 1e-9:  # stated equally sure, right scores more
+    if score == "log":  # any right answer beats any wrong one, whatever the two confidences
+        assert confidence_score(c, True, score) > confidence_score(d, False, score)
+    elif c > 1e-9:  # Brier: stated equally sure, right scores more
         assert confidence_score(c, True, score) > confidence_score(c, False, score)
     assert FORMAT_FAILURE[score] < min(confidence_score(c, True, score), confidence_score(c, False, score))
 

@@ -5,15 +5,19 @@ Two scores, both proper (the expected reward over the outcome is highest when th
 being right) and both with a correctness term, so a confident right answer earns the most:
 
 * ``brier`` (RLCR, the default): ``1[c] − (p − 1[c])²`` in [-1, 1];
-* ``log`` (EmoCaliber): ``1 + 1[c] + 2·ln max(p if correct else 1 − p, 0.01)`` in [1 + 2 ln 0.01, 2] ≈ [-8.21, 2].
+* ``log``: a correctness term plus the clipped log score, ``5·1[c] + ln max(p if correct else 1 − p, 0.01)`` in
+  [ln 0.01, 5] ≈ [-4.61, 5]. EmoCaliber's ``1 + 1[c] + 2·ln(...)`` has the same structure, but with its weights a
+  right answer stated at low confidence scores below a wrong one (below c ≈ 0.38) and "wrong at confidence 0"
+  out-earns an honest policy that is right less than ~85% of the time; the correctness weight 5 > ln(1/0.01) makes
+  every right answer (at least 5 + ln 0.01 ≈ 0.39) beat every wrong one (at most 0), at any confidence.
 
 >>> good = "<think>smile</think><answer>{}</answer><confidence>{}</confidence>"
 >>> calibration_reward([good.format("happy", 0.9), good.format("sad", 0.9), good.format("sad", 0.1), "junk"],
 ...                    labels=[["joyful"]] * 4, emotion=[None] * 4)  # range [-1.5, 1]: format failure -1.5
 [0.99, -0.81, -0.01, -1.5]
->>> calibration_reward([good.format("happy", 0.9), good.format("xyzzy", 0.0), "junk"], labels=[["joyful"]] * 3,
-...                    emotion=[None] * 3, score="log")  # range [-9.2103, 2]: format failure -9.2103
-[1.7893, 1.0, -9.2103]
+>>> calibration_reward([good.format("happy", 0.9), good.format("xyzzy", 0.0), good.format("happy", 0.0), "junk"],
+...                    labels=[["joyful"]] * 4, emotion=[None] * 4, score="log")  # range [-4.6052, 5]: failure -5.6052
+[4.8946, 0.0, 0.3948, -5.6052]
 """
 
 from __future__ import annotations
@@ -29,24 +33,21 @@ from affectllm.taxonomy import Taxonomy
 
 SCORES = ("brier", "log")
 LOG_FLOOR = 0.01  # clip: ln(0.01) ≈ -4.6, so one confident mistake cannot dominate a batch
-LOG_WEIGHT = 2.0  # EmoCaliber's weight of the log score against the correctness term
-FORMAT_FAILURE = {"brier": -1.5, "log": 1.0 + LOG_WEIGHT * math.log(LOG_FLOOR) - 1.0}
+LOG_CORRECT = 5.0  # > ln(1 / LOG_FLOOR) ≈ 4.61: any right answer outscores any wrong one
+FORMAT_FAILURE = {"brier": -1.5, "log": math.log(LOG_FLOOR) - 1.0}
 
 
 def confidence_score(confidence: float, correct: bool, score: str = "brier") -> float:
-    """Bounded Brier ``1[c] − (p − 1[c])²`` in [-1, 1], or EmoCaliber's ``1 + 1[c] + 2·ln max(p or 1 − p, 0.01)``.
+    """Bounded Brier ``1[c] − (p − 1[c])²`` in [-1, 1], or ``5·1[c] + ln max(p or 1 − p, 0.01)`` in [-4.61, 5].
 
-    With ``log``, a right answer stated with full confidence (2) beats a wrong one at any confidence (at most 1, at
-    confidence 0), and at a confidence above 1 / (1 + e^0.5) ≈ 0.378 a right answer beats a wrong one stated
-    equally sure. Below that, the log score's penalty for doubting a right answer outweighs the correctness term;
-    with EmoCaliber's weights, ranking right over wrong at *every* shared confidence would need the floor at
-    e^−0.5 ≈ 0.61, which would flatten the score for all confidences below it.
+    Both are proper: for a fixed chance q of being right, the expected score is highest at p = q (the correctness
+    term does not depend on p). With ``log``, any right answer beats any wrong one, whatever the two confidences.
     """
     y = 1.0 if correct else 0.0
     if score == "brier":
         return y - (confidence - y) ** 2
     if score == "log":
-        return 1.0 + y + LOG_WEIGHT * math.log(max(confidence if correct else 1.0 - confidence, LOG_FLOOR))
+        return LOG_CORRECT * y + math.log(max(confidence if correct else 1.0 - confidence, LOG_FLOOR))
     raise ValueError(f"score must be one of {SCORES}, got {score!r}")
 
 
@@ -68,7 +69,7 @@ def calibration_reward(
 
     A completion without a usable answer and confidence (:func:`~affectllm.parsing.stated_confidence`: missing,
     a word, a percentage, no labels or an answer cut at the length limit) gets ``FORMAT_FAILURE[score]`` (−1.5 for
-    Brier, ln(0.01)·2 for log), lower than any valid answer, so hiding the confidence never pays.
+    Brier, ln(0.01) − 1 for log), lower than any valid answer, so hiding the confidence never pays.
 
     Returns:
         Values rounded to 4 places; None where the gold set maps to nothing.

@@ -4,7 +4,7 @@ First GRPO trains the stated confidence (the same trainer as stage 2, :func:`aff
 with the recipe's rewards, usually ``calibration`` + ``format``): for each clip the policy samples G completions;
 the ``calibration`` reward judges each answer correct when its emotion-wheel F1 against the gold labels reaches
 ``threshold`` and scores the stated confidence c with the bounded Brier form ``1[correct] - (c - 1[correct])^2``
-(or, with ``score: log``, EmoCaliber's correctness term plus a clipped log score); both are proper (highest in
+(or, with ``score: log``, a correctness term of weight 5 plus a clipped log score, so any right answer outscores any wrong one); both are proper (highest in
 expectation when c equals the chance of being right), and a completion whose answer or confidence cannot be read
 scores below every valid one. Group-relative advantages then move the confidence and
 leave the answers mostly alone (the tiny recipe uses a learning rate below stage 2's). ``trainer.max_steps: 0``
