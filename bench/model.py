@@ -4,7 +4,9 @@
    number of clip encodings each way (expect G x fewer).
 2. Peak memory (RSS high-water mark above the pre-step baseline) of one tiny forward/backward, in a fresh process.
 
-    .venv/bin/python bench/model.py [--group 8] [--repeats 5]
+    .venv/bin/python bench/model.py [--group 8] [--repeats 5] [--quick]
+
+``--quick`` is a smoke run (tiny preset only, G=4, one repeat): it measures nothing worth quoting.
 """
 
 from __future__ import annotations
@@ -139,8 +141,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny preset only, G=4, one repeat")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.group, args.repeats = 4, 1
     if args.child:
         peak_memory_child()
         return
@@ -149,8 +154,11 @@ def main() -> None:
     # "small" towers make the encoder cost visible (tiny towers are mostly Python overhead).
     import tempfile
 
-    small = write_small_towers(tempfile.mkdtemp(prefix="affectllm-bench-"))
-    for label, overrides in (("tiny preset", ["preset=tiny"]), ("small towers (CLIP-256x4, Whisper-256x4)", small)):
+    variants = [("tiny preset", ["preset=tiny"])]
+    if not args.quick:
+        small = write_small_towers(tempfile.mkdtemp(prefix="affectllm-bench-"))
+        variants.append(("small towers (CLIP-256x4, Whisper-256x4)", small))
+    for label, overrides in variants:
         r = bench_dedup(args.group, args.repeats, overrides)
         print(f"{label}: clip encodings {r['encodings_per_row']} per-row vs {r['encodings_dedup']} dedup "
               f"({r['encodings_per_row'] / r['encodings_dedup']:.1f}x fewer)")
