@@ -9,9 +9,7 @@ import torch
 
 from affectllm.model import MEDIA_TOKENS, media_prefix
 from affectllm.model.configuration import MEDIA_INPUT_NAMES
-from affectllm.types import MODALITIES as ENCODED_MODALITIES
-
-ARG = {"video": "videos", "audio": "audios", "face": "faces", "au": "au_features"}
+from affectllm.types import MODALITIES, MODALITY
 
 
 def prompt(processor, present, question="How does this person feel?"):
@@ -22,15 +20,16 @@ def prompt(processor, present, question="How does this person feel?"):
 def batch(processor, media, rows, clip_ids=None):
     """Process rows given as lists of present modalities."""
     texts = [prompt(processor, present) for present in rows]
-    kwargs = {ARG[m]: [media[m] if m in present else None for present in rows] for m in ENCODED_MODALITIES}
+    kwargs = {MODALITY[m].processor_kwarg: [media[m] if m in present else None for present in rows]
+              for m in MODALITIES}
     return processor(texts, clip_ids=clip_ids, **kwargs)
 
 
 def test_encoder_output_shapes(tiny, media):
     model, processor = tiny
-    inputs = batch(processor, media, [list(ENCODED_MODALITIES)] * 2)
+    inputs = batch(processor, media, [list(MODALITIES)] * 2)
     expected_len = {"video": 6, "face": 6, "au": 6, "audio": 200}  # frames; whisper: 4 s * 50 positions
-    for m in ENCODED_MODALITIES:
+    for m in MODALITIES:
         feats = model.encode_media(m, inputs[MEDIA_INPUT_NAMES[m]])
         assert feats.shape == (2, expected_len[m], model.encoders[m].hidden_size), m
         projected = model.project_media(m, feats)
@@ -80,7 +79,7 @@ def test_save_load_round_trip_identical_logits_via_auto_classes(tiny, media, tmp
     loaded_proc = AutoProcessor.from_pretrained(tmp_path)
     assert type(loaded).__name__ == "AffectLlmForConditionalGeneration"
     assert type(loaded_proc).__name__ == "AffectLlmProcessor"
-    rows = [list(ENCODED_MODALITIES), ["audio"], []]
+    rows = [list(MODALITIES), ["audio"], []]
     a, b = batch(processor, media, rows), batch(loaded_proc, media, rows)
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     pad = loaded_proc.tokenizer.pad_token_id
@@ -92,7 +91,7 @@ def test_save_load_round_trip_identical_logits_via_auto_classes(tiny, media, tmp
 
 def test_generate_with_every_modality_combination(tiny, media):
     model, processor = tiny
-    mods = ENCODED_MODALITIES
+    mods = MODALITIES
     combos = [list(c) for r in range(len(mods) + 1) for c in itertools.combinations(mods, r)]
     assert len(combos) == 16
     inputs = batch(processor, media, combos)
@@ -107,7 +106,7 @@ def test_generate_with_every_modality_combination(tiny, media):
 
 def test_deduplicated_media_equal_per_row_media_with_fewer_encoder_calls(tiny, media):
     model, processor = tiny
-    rows = [list(ENCODED_MODALITIES)] * 4
+    rows = [list(MODALITIES)] * 4
     plain = batch(processor, media, rows)
     dedup = batch(processor, media, rows, clip_ids=["clip-a"] * 4)
     assert dedup["pixel_values_videos"].shape[0] == 1 and dedup["video_index"].tolist() == [0, 0, 0, 0]
@@ -130,7 +129,7 @@ def test_deduplicated_media_equal_per_row_media_with_fewer_encoder_calls(tiny, m
 
 def test_cached_encoder_features_give_identical_logits(tiny, media):
     model, processor = tiny
-    inputs = batch(processor, media, [list(ENCODED_MODALITIES), ["video"]])
+    inputs = batch(processor, media, [list(MODALITIES), ["video"]])
     cached = {m: model.encode_media(m, inputs[MEDIA_INPUT_NAMES[m]]) for m in ("video", "audio", "face")}
     text_only = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
     with torch.no_grad():
@@ -146,7 +145,7 @@ def test_frozen_parts_get_no_gradient_and_trainable_parts_do(media):
 
     model, processor = build_model(seed=1)
     peft_model = apply_trainable_policy(model, llm_mode="lora")
-    inputs = batch(processor, media, [list(ENCODED_MODALITIES), ["audio"]])
+    inputs = batch(processor, media, [list(MODALITIES), ["audio"]])
     labels = inputs["input_ids"].clone()
     out = peft_model(**inputs, labels=labels)
     out.loss.backward()
