@@ -160,18 +160,8 @@ def _add(sub: Any, name: str, help_text: str, fn: Callable[[argparse.Namespace],
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (cheap: nothing heavy is imported until a command runs)."""
-    parser = argparse.ArgumentParser(prog="affectllm", description="Train and serve multimodal emotion LLMs.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = _add(sub, "demo", "Run the whole pipeline on EmoWorld with the tiny model on CPU: synthesize, SFT, GRPO, "
-             "calibration, and a stage-by-stage table between the oracle and the baselines.", _demo)
-    p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    p.add_argument("--n", type=int, default=240, help="number of synthetic clips (default: 240)")
-    p.add_argument("--quick", action="store_true", help="a few steps per stage (a smoke run, numbers meaningless)")
-    p.add_argument("--seed", type=int, default=0)
-
+def _add_data_commands(sub: Any) -> None:
+    """``affectllm data synth|prep|check|import``."""
     data = _add(sub, "data", "Data: synthesize EmoWorld, import datasets, check and prepare manifests.", lambda a: 2)
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     p = _add(dsub, "synth", "Synthesize EmoWorld: drawn-face mp4 + voice wav + manifest with splits and gold; prints "
@@ -202,6 +192,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root", help="the release folder you obtained")
     p.add_argument("--out", required=True, help="manifest to write")
     p.add_argument("options", nargs="*", help="loader options key=value, e.g. fold=2 test_actors=21,22,23,24")
+
+
+def _add_model_commands(sub: Any) -> None:
+    """``affectllm model init``."""
+    model = _add(sub, "model", "Model utilities.", lambda a: 2)
+    msub = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
+    p = _add(msub, "init", "Build a preset model and save a loadable model + processor directory.", _model_init)
+    p.add_argument("--preset", default="tiny", help="tiny | smollm2-135m (default: tiny)")
+    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("overrides", nargs="*", help="model key=value overrides, e.g. llm=Qwen/Qwen2.5-0.5B-Instruct")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (cheap: nothing heavy is imported until a command runs)."""
+    parser = argparse.ArgumentParser(prog="affectllm", description="Train and serve multimodal emotion LLMs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _add(sub, "demo", "Run the whole pipeline on EmoWorld with the tiny model on CPU: synthesize, SFT, GRPO, "
+             "calibration, and a stage-by-stage table between the oracle and the baselines.", _demo)
+    p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    p.add_argument("--n", type=int, default=240, help="number of synthetic clips (default: 240)")
+    p.add_argument("--quick", action="store_true", help="a few steps per stage (a smoke run, numbers meaningless)")
+    p.add_argument("--seed", type=int, default=0)
+
+    _add_data_commands(sub)
 
     p = _add(sub, "train", "Run the training stage a recipe names (sft, grpo or calibrate).", _train)
     p.add_argument("recipe", help="recipe YAML, e.g. recipes/tiny/sft.yaml")
@@ -245,13 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "with video, image and audio parts, streamed or whole) and a web page at /; loopback, "
                               "media root and bearer key by default (docs/serving.md).", _serve))
 
-    model = _add(sub, "model", "Model utilities.", lambda a: 2)
-    msub = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
-    p = _add(msub, "init", "Build a preset model and save a loadable model + processor directory.", _model_init)
-    p.add_argument("--preset", default="tiny", help="tiny | smollm2-135m (default: tiny)")
-    p.add_argument("--out", required=True, help="directory to write")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("overrides", nargs="*", help="model key=value overrides, e.g. llm=Qwen/Qwen2.5-0.5B-Instruct")
+    _add_model_commands(sub)
     return parser
 
 
