@@ -146,6 +146,22 @@ class AffectLlmProcessor(ProcessorMixin):
     def _is_whisper(self) -> bool:
         return "input_features" in getattr(self.feature_extractor, "model_input_names", [])
 
+    @staticmethod
+    def _media_per_row(b: int, raw: dict[str, list | None], cached: dict[str, list]) -> dict[str, list]:
+        """``{modality: per row, its media or cached tower output or None}``, checked for length and overlap."""
+        media = {m: (list(x) if x is not None else [None] * b) for m, x in raw.items()}
+        for m, feats in cached.items():
+            if m not in FEATURE_INPUT_NAMES:
+                raise ValueError(f"encoder_features: {m!r} has no cacheable tower "
+                                 f"(one of {', '.join(FEATURE_INPUT_NAMES)})")
+            if any(f is not None for f in media[m]):
+                raise ValueError(f"{m}: pass raw media or encoder_features, not both")
+            media[m] = feats
+        for m, items in media.items():
+            if len(items) != b:
+                raise ValueError(f"{m}: {len(items)} items for {b} prompts; pass None for rows without {m}")
+        return media
+
     def __call__(self, text: str | list[str], videos: list | None = None, audios: list | None = None,
                  faces: list | None = None, au_features: list | None = None, clip_ids: Sequence[str] | None = None,
                  padding: bool | str = True, return_tensors: str = "pt",
@@ -169,20 +185,9 @@ class AffectLlmProcessor(ProcessorMixin):
             ``<modality>_index`` when ``clip_ids`` is given.
         """
         texts = [text] if isinstance(text, str) else list(text)
-        b = len(texts)
-        media = {m: (list(x) if x is not None else [None] * b)
-                 for m, x in (("video", videos), ("audio", audios), ("face", faces), ("au", au_features))}
+        raw = {"video": videos, "audio": audios, "face": faces, "au": au_features}
         cached = {m: list(v) for m, v in (encoder_features or {}).items()}
-        for m, feats in cached.items():
-            if m not in FEATURE_INPUT_NAMES:
-                raise ValueError(f"encoder_features: {m!r} has no cacheable tower "
-                                 f"(one of {', '.join(FEATURE_INPUT_NAMES)})")
-            if any(f is not None for f in media[m]):
-                raise ValueError(f"{m}: pass raw media or encoder_features, not both")
-            media[m] = feats
-        for m, items in media.items():
-            if len(items) != b:
-                raise ValueError(f"{m}: {len(items)} items for {b} prompts; pass None for rows without {m}")
+        media = self._media_per_row(len(texts), raw, cached)
         self._check_rows(texts, media)
         # Left padding always: decoder-only generation continues from the last position of every row.
         tokenizer_kwargs.setdefault("padding_side", "left")
