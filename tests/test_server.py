@@ -20,7 +20,7 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from affectllm.serve.engine import Engine  # noqa: E402
 from affectllm.serve.media_io import ApiError  # noqa: E402
-from affectllm.serve.server import ServerConfig, create_app  # noqa: E402
+from affectllm.serve.server import ServerConfig, create_app, serve_in_thread  # noqa: E402
 from affectllm.serve.worker import WorkerError, WorkerPool  # noqa: E402
 
 KEY = "test-key"
@@ -50,34 +50,10 @@ def root(emoworld):
     return emoworld.parent
 
 
-@contextlib.contextmanager
 def running(engine, **settings):
-    """A server on a free 127.0.0.1 port (the socket is bound here, so no other process can take the port);
-    yields ``(base_url, app state)`` once ready, stops it on exit."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = ServerConfig(model=str(engine.model_dir), port=port, device="cpu", decode_workers=1, **settings)
-    app = create_app(config, engine=engine)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": f"Bearer {settings['api_key']}"} if settings.get("api_key") else {}
-    try:
-        deadline = time.monotonic() + READY_S
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/health/ready", headers=headers, timeout=5).status_code == 200:
-                    break
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"the server was not ready within {READY_S} s")
-        yield base, app.state.affect
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    """A server on a free 127.0.0.1 port, started here and stopped when the ``with`` block ends."""
+    config = ServerConfig(model=str(engine.model_dir), device="cpu", decode_workers=1, **settings)
+    return serve_in_thread(config, engine, ready_s=READY_S)
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +268,21 @@ def _raw_post(base: str, head: str, body_parts: list[bytes]) -> bytes:
         sock.sendall(head.encode())
         for part in body_parts:
             sock.sendall(part)
-        return sock.recv(65536)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _length(answer):
+            more = sock.recv(65536)
+            if not more:
+                break
+            answer += more
+        return answer
+
+
+def _length(answer: bytes) -> int:
+    for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
 
 
 def test_an_oversize_upload_is_refused_while_it_is_read(server, client, root):

@@ -13,16 +13,18 @@ trace goes to the server log only. Endpoints, fields and errors: docs/serving.md
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import math
 import shutil
+import socket
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -355,6 +357,39 @@ def create_app(config: ServerConfig, engine: Any = None) -> FastAPI:
 def _internal_error(_: Request, err: Exception) -> JSONResponse:
     log.error("internal error", exc_info=err)
     return JSONResponse(ApiError(500, "internal server error (see the server log)").body(), status_code=500)
+
+
+@contextlib.contextmanager
+def serve_in_thread(config: ServerConfig, engine: Any = None, ready_s: float = 120.0) -> Iterator[tuple[str, State]]:
+    """A server in a thread of this process on ``config.host`` and a free port (the socket is bound here, so no
+    other process can take it), for tests and benchmarks; yields ``(base_url, state)`` once ready, stops on exit.
+
+    Raises:
+        TimeoutError: not ready within ``ready_s`` seconds.
+    """
+    import httpx
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind((config.host, 0))
+    config = replace(config, port=sock.getsockname()[1])
+    app = create_app(config, engine=engine)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="affectllm-serve")
+    thread.start()
+    base = f"http://{config.host}:{config.port}"
+    auth = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+    try:
+        deadline = time.monotonic() + ready_s
+        while not app.state.affect.ready or httpx.get(f"{base}/health/ready", headers=auth).status_code != 200:
+            if time.monotonic() > deadline or app.state.affect.load_error:
+                raise TimeoutError(f"the server was not ready within {ready_s:g} s: {app.state.affect.load_error}")
+            time.sleep(0.1)
+        yield base, app.state.affect
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
 
 
 def serve_main(config: ServerConfig) -> int:

@@ -143,6 +143,7 @@ class WorkerPool:
                 raise WorkerError("timeout", f"decoding took longer than the {limit:g} s limit")
             answer = worker.conn.recv()
         except (EOFError, OSError, BrokenPipeError):
+            worker.process.join(5)  # reap it, so its exit code is known
             code = worker.process.exitcode
             self._replace(worker)
             raise WorkerError("died", f"the decoder crashed (exit code {code}); the file is probably malformed "
