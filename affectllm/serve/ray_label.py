@@ -86,7 +86,10 @@ def run_ray(job: Any, engine: Engine, inputs: Any, out: Path, done: set[str]) ->
     todo_chunks = {positions[c.id] // job.batch_size for c in inputs.clips if c.id not in done}
     if not todo_chunks:
         return 0
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    resources = ray.cluster_resources()
+    gpus = 1 if resources.get("GPU", 0) >= 1 else 0
+    # The actor pool starts first and keeps its CPUs: leave one for the read and shuffle tasks, or they never run.
+    cpus = min(1.0, max(resources.get("CPU", 1) - 1, 0.1) / job.ray_workers)
     ds = ray.data.read_text(str(Path(job.manifest).resolve()))
     ds = ds.map_batches(tag_chunks, fn_kwargs={"positions": positions, "todo_chunks": todo_chunks,
                                                "batch_size": job.batch_size, "input_format": job.input_format})
@@ -95,7 +98,7 @@ def run_ray(job: Any, engine: Engine, inputs: Any, out: Path, done: set[str]) ->
               "base": str(Path(job.manifest).resolve().parent), "positions": positions,
               "questions": inputs.questions, "done": done}
     ds = ds.groupby("chunk").map_groups(LabelActor, fn_constructor_kwargs=kwargs, concurrency=job.ray_workers,
-                                        num_cpus=1, num_gpus=gpus)
+                                        num_cpus=cpus, num_gpus=gpus)
     made = 0
     with shards.ShardWriter(out, "ray") as writer:
         for batch in ds.iter_batches(batch_format="numpy"):
