@@ -96,6 +96,12 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
+    @property
+    def embed_tokens(self) -> nn.Module:
+        """The LLM's token embedding, where TRL's ``cast_lm_head_to_fp32`` hooks a tied model's embedding output
+        (mirrors trl==1.16.0 trl/trainer/grpo_trainer.py:1043, ``model.model.embed_tokens``)."""
+        return self.get_input_embeddings()
+
     # -- media ----------------------------------------------------------------------------------------------------
     def encode_media(self, modality: str, values: torch.Tensor,
                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
