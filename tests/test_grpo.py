@@ -182,6 +182,22 @@ def test_use_vllm_is_refused_at_build(emoworld, tmp_path, tiny):
         grpo.build_trainer(recipe, model, processor, tmp_path)
 
 
+def test_cast_lm_head_to_fp32_runs_in_full_mode_and_is_refused_with_lora(mixed, tmp_path, tiny):
+    trainer = build(grpo_recipe(mixed, tmp_path, "model.llm_mode=full", "trainer.cast_lm_head_to_fp32=true"),
+                    tmp_path)
+    batch = rollout(trainer)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    trainer._scoring = grpo.GroupMedia.from_columns(batch)
+    logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, 5)
+    assert logps.dtype == torch.float32 and bool(torch.isfinite(logps).all())
+    model, processor = tiny
+    assert model.config.tie_word_embeddings
+    with pytest.raises(ValueError, match="cast_lm_head_to_fp32.*lora"):
+        grpo.build_trainer(grpo_recipe(mixed, tmp_path, "model.llm_mode=lora", "trainer.cast_lm_head_to_fp32=true"),
+                           model, processor, tmp_path)
+
+
 def test_a_reward_whose_column_is_missing_fails_at_build_naming_it(emoworld, tmp_path, tiny):
     recipe = grpo_recipe(emoworld, tmp_path)
     recipe.rewards.append(RewardSpec(name="test_needs_valence", weight=1.0))

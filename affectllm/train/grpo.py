@@ -324,8 +324,9 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
     """The configured trainer (shared by GRPO and the calibration stage).
 
     Raises:
-        ValueError: a bad ``trainer:`` block (``use_vllm`` included: vLLM generation does not carry media), a
-            reward reading a column the rows lack (named), or a tokenizer without a pad token.
+        ValueError: a bad ``trainer:`` block (``use_vllm`` included: vLLM generation does not carry media;
+            ``cast_lm_head_to_fp32`` with LoRA on tied embeddings), a reward reading a column the rows lack
+            (named), or a tokenizer without a pad token.
     """
     from datasets import Dataset
 
@@ -333,6 +334,10 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
     args = grpo_args(recipe, out, list(model.config.media_token_ids.values()))
     if processor.tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token")
+    if args.cast_lm_head_to_fp32 and recipe.model.llm_mode == "lora" and model.config.tie_word_embeddings:
+        # trl==1.16.0 trl/trainer/grpo_trainer.py:1043 hooks model.model.embed_tokens, which a PEFT model lacks
+        raise ValueError("trainer.cast_lm_head_to_fp32=true does not work with model.llm_mode=lora on a backbone "
+                         "with tied embeddings in TRL 1.16; use llm_mode full or drop cast_lm_head_to_fp32")
     clips = select_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
     check_columns(funcs, [*ROW_COLUMNS, *reward_columns(clips[0])])
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
