@@ -1,18 +1,18 @@
 """Stage 3: confidence calibration, in two steps on top of the stage 2 model.
 
-First GRPO trains the stated confidence (the same trainer as stage 2, :func:`affectllm.train.grpo.build_trainer`,
-with the recipe's rewards, usually ``calibration`` + ``format``): for each clip the policy samples G completions;
-the ``calibration`` reward judges each answer correct when its emotion-wheel F1 against the gold labels reaches
-``threshold`` and scores the stated confidence c with the bounded Brier form ``1[correct] - (c - 1[correct])^2``
-(or, with ``score: log``, a correctness term of weight 5 plus a clipped log score, so any right answer outscores any wrong one); both are proper (highest in
-expectation when c equals the chance of being right), and a completion whose answer or confidence cannot be read
-scores below every valid one. Group-relative advantages then move the confidence and
-leave the answers mostly alone (the tiny recipe uses a learning rate below stage 2's). ``trainer.max_steps: 0``
-skips this step. Then, without gradients, greedy completions on a held-out split (``calibrate.posthoc_split``,
-never the evaluation split) give (stated confidence, correct) pairs, and a monotone map from stated to observed
-confidence is fitted on them (isotonic regression, or Platt's logistic fit), saved beside the model as
-``calibration.json``. The stage ends by comparing before (``init_from``) and after (raw and with the map) on the test
-split: ECE, Brier and AUROC, ``calibration_report.json`` and reliability diagrams (``reliability.png``).
+First GRPO trains the stated confidence (the same trainer as stage 2, :func:`affectllm.train.grpo.build_trainer`, with
+the recipe's rewards, usually ``calibration`` + ``format``): for each clip the policy samples G completions; the
+``calibration`` reward judges each answer correct when its emotion-wheel F1 against the gold labels reaches
+``threshold`` and scores the stated confidence c with the bounded Brier form ``1[correct] - (c - 1[correct])^2`` (or,
+with ``score: log``, a correctness term of weight 5 plus a clipped log score, so any right answer outscores any wrong
+one); both are proper (highest in expectation when c equals the chance of being right), and a completion whose answer
+or confidence cannot be read scores below every valid one. Group-relative advantages then move the confidence and leave
+the answers mostly alone (the tiny recipe uses a learning rate below stage 2's). ``trainer.max_steps: 0`` skips this
+step. Then, without gradients, greedy completions on a held-out split (``calibrate.posthoc_split``, never the
+evaluation split) give (stated confidence, correct) pairs, and a monotone map from stated to observed confidence is
+fitted on them (isotonic regression, or Platt's logistic fit), saved beside the model as ``calibration.json``. The
+stage ends by comparing before (``init_from``) and after (raw and with the map) on the test split: ECE, Brier and
+AUROC, ``calibration_report.json`` and reliability diagrams (``reliability.png``).
 """
 
 from __future__ import annotations
