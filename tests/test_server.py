@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import torch
 
@@ -19,8 +20,7 @@ openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
 from affectllm.serve.engine import Engine  # noqa: E402
-from affectllm.serve.media_io import ApiError  # noqa: E402
-from affectllm.serve.server import ServerConfig, create_app, serve_in_thread  # noqa: E402
+from affectllm.serve.server import ServerConfig, serve_in_thread  # noqa: E402
 from affectllm.serve.worker import WorkerError, WorkerPool  # noqa: E402
 
 KEY = "test-key"
@@ -116,11 +116,20 @@ def test_models_list_health_and_readiness(server, client):
     assert httpx.get(f"{base}/health/ready", headers=auth).json()["status"] == "ready"
 
 
-def test_not_ready_is_503(engine, model_dir):
-    state = create_app(ServerConfig(model=str(model_dir))).state.affect  # not started: nothing loaded
-    with pytest.raises(ApiError) as err:
-        state.require_ready()
-    assert err.value.status == 503 and err.value.headers["Retry-After"]
+def test_a_model_that_is_not_ready_gives_503_and_health_still_answers(tmp_path):
+    config = ServerConfig(model=str(tmp_path / "no-model"), device="cpu", decode_workers=1)
+    with serve_in_thread(config, wait=False) as (base, state):
+        deadline = time.monotonic() + READY_S
+        while state.load_error is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert httpx.get(f"{base}/health").json() == {"status": "ok", "ready": False}
+        ready = httpx.get(f"{base}/health/ready")
+        assert ready.status_code == 503 and ready.headers["Retry-After"]
+        assert ready.json()["error"]["code"] == "not_ready" and "no-model" not in ready.text
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as err:
+            client.chat.completions.create(model="no-model", messages=[{"role": "user", "content": "hi"}])
+        assert err.value.status_code == 503
 
 
 def test_non_streaming_video_file_url_with_an_audio_part(client, root):
@@ -154,6 +163,24 @@ def test_streaming_data_url_gives_the_non_streaming_text(client, root):
     finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(finish) == 1 and finish[0].choices[0].model_extra["affect"]["labels"] == []
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == whole.usage.total_tokens
+
+
+def test_an_image_part_and_a_conversation_with_earlier_turns(client, root, tmp_path):
+    from PIL import Image
+
+    still = tmp_path / "face.png"
+    Image.fromarray(np.full((48, 48, 3), 128, dtype=np.uint8)).save(still)
+    resp = client.chat.completions.create(model="tiny-emo", max_tokens=4, messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": _data_url(still, "image/png")}}]}])
+    assert "video" in resp.model_extra["affect"]["modalities"]  # a still is a one-frame video
+    video, _ = _clip(root)
+    turns = [{"role": "system", "content": "ignored"},
+             {"role": "user", "content": [_video_part(video.as_uri()), {"type": "text", "text": "What do you see?"}]},
+             {"role": "assistant", "content": "A face."}, {"role": "user", "content": "And the feeling?"}]
+    again = client.chat.completions.create(model="tiny-emo", max_tokens=4, messages=turns)
+    alone = client.chat.completions.create(model="tiny-emo", max_tokens=4, messages=[{"role": "user", "content": [
+        _video_part(video.as_uri()), {"type": "text", "text": "And the feeling?"}]}])
+    assert again.usage.prompt_tokens > alone.usage.prompt_tokens  # the earlier turns are in the prompt
 
 
 def test_parsed_answer_extension_streamed_and_whole(client, engine, root):
@@ -390,3 +417,29 @@ def test_decode_workers_survive_hangs_memory_and_crashes():
         assert pool.call(len, "abc") == 3  # a fresh worker took the dead one's place
     finally:
         pool.close()
+
+
+def test_the_serve_command_binds_loopback_and_serves(model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # the command binds it again at once; nothing else on this machine picks ports in this range
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "affectllm.cli", "serve", "--model", str(model_dir), "--port",
+                             str(port), "--device", "cpu", "--decode-workers", "1", "--api-key", KEY], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, status = time.monotonic() + READY_S, None
+        while time.monotonic() < deadline and proc.poll() is None and status != 200:
+            with contextlib.suppress(httpx.HTTPError):
+                status = httpx.get(f"http://127.0.0.1:{port}/health/ready", headers={"Authorization":
+                                                                                    f"Bearer {KEY}"}).status_code
+            time.sleep(0.3)
+        assert status == 200, proc.stderr.read() if proc.poll() is not None else "not ready in time"
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(30)

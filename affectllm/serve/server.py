@@ -86,6 +86,15 @@ class State:
         self.load_error: str | None = None
         self.in_flight = 0
         self._lock = threading.Lock()
+        self._can_track: bool | None = None
+
+    def can_track(self) -> bool:
+        """Whether the face tracker (mediapipe) is installed, for AU timelines of models without face inputs."""
+        if self._can_track is None:
+            from .media_policy import faces_available
+
+            self._can_track = faces_available()
+        return self._can_track
 
     @property
     def ready(self) -> bool:
@@ -201,7 +210,7 @@ async def _decode(state: State, req: protocol.ChatRequest, conv: protocol.Conver
     try:
         video, audio = await run_in_threadpool(_resolve, state, conv, tmp)
         policy, cfg, extra = protocol.decode_settings(state.engine.media, req.mm_processor_kwargs)
-        if req.affect is not None and req.affect.timeline and not policy.faces and video:
+        if req.affect is not None and req.affect.timeline and not policy.faces and video and state.can_track():
             policy = replace(policy, faces=True)  # the page asked for the AU timeline: track the face anyway
         transcript = req.affect.transcript if req.affect else None
         clip = Clip(id=f"req-{uuid.uuid4().hex}", video=video, audio=audio, transcript=transcript, extra=extra)
@@ -243,7 +252,8 @@ async def chat_completions(state: State, request: Request) -> Any:
         state.release()
         raise
     chunks = protocol.Chunks(f"chatcmpl-{uuid.uuid4().hex}", state.model_name, state.engine.fingerprint)
-    affect = {"modalities": decoded.present(), "timeline": _timeline_json(timeline)}
+    affect = {"modalities": [m for m in decoded.present() if m in state.engine.modalities],
+              "timeline": _timeline_json(timeline)}
     if req.stream:
         usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(_sse(state, job, chunks, affect, usage), media_type="text/event-stream",
@@ -360,9 +370,11 @@ def _internal_error(_: Request, err: Exception) -> JSONResponse:
 
 
 @contextlib.contextmanager
-def serve_in_thread(config: ServerConfig, engine: Any = None, ready_s: float = 120.0) -> Iterator[tuple[str, State]]:
+def serve_in_thread(config: ServerConfig, engine: Any = None, ready_s: float = 120.0,
+                    wait: bool = True) -> Iterator[tuple[str, State]]:
     """A server in a thread of this process on ``config.host`` and a free port (the socket is bound here, so no
-    other process can take it), for tests and benchmarks; yields ``(base_url, state)`` once ready, stops on exit.
+    other process can take it), for tests and benchmarks; yields ``(base_url, state)`` once ready (once the port
+    answers when not ``wait``), stops on exit.
 
     Raises:
         TimeoutError: not ready within ``ready_s`` seconds.
@@ -381,8 +393,9 @@ def serve_in_thread(config: ServerConfig, engine: Any = None, ready_s: float = 1
     auth = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
     try:
         deadline = time.monotonic() + ready_s
-        while not app.state.affect.ready or httpx.get(f"{base}/health/ready", headers=auth).status_code != 200:
-            if time.monotonic() > deadline or app.state.affect.load_error:
+        while not server.started or (wait and (not app.state.affect.ready or httpx.get(
+                f"{base}/health/ready", headers=auth).status_code != 200)):
+            if time.monotonic() > deadline or (wait and app.state.affect.load_error):
                 raise TimeoutError(f"the server was not ready within {ready_s:g} s: {app.state.affect.load_error}")
             time.sleep(0.1)
         yield base, app.state.affect
