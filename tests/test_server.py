@@ -183,6 +183,20 @@ def test_an_image_part_and_a_conversation_with_earlier_turns(client, root, tmp_p
     assert again.usage.prompt_tokens > alone.usage.prompt_tokens  # the earlier turns are in the prompt
 
 
+def test_n_sampled_choices_whole_and_streamed_are_seeded(client, root):
+    video, _ = _clip(root)
+    ask = {"model": "tiny-emo", "max_tokens": 6, "n": 2, "temperature": 1.5, "seed": 7,
+           "messages": [{"role": "user", "content": [_video_part(video.as_uri())]}]}
+    whole = client.chat.completions.create(**ask)
+    assert [c.index for c in whole.choices] == [0, 1]
+    assert client.chat.completions.create(**ask).choices[1].message.content == whole.choices[1].message.content
+    chunks = list(client.chat.completions.create(**ask, stream=True))
+    texts = ["".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+             for i in (0, 1)]
+    assert texts == [c.message.content for c in whole.choices]
+    assert sorted(c.choices[0].index for c in chunks if c.choices[0].finish_reason) == [0, 1]
+
+
 def test_parsed_answer_extension_streamed_and_whole(client, engine, root):
     video, _ = _clip(root)
     messages = [{"role": "user", "content": [_video_part(video.as_uri()), {"type": "text", "text": "Feeling?"}]}]

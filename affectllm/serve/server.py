@@ -278,8 +278,9 @@ async def _sse(state: State, job: Any, chunks: protocol.Chunks, affect: dict, us
     """The SSE events of a streamed completion: a role chunk per choice (the first carries the clip's ``affect``),
     content deltas, a finishing chunk per choice with its parsed answer, the usage chunk if asked, ``[DONE]``."""
     try:
-        n = job.gen.n
-        yield chunks.chunk([chunks.delta(i, {"role": "assistant", "content": ""}) for i in range(n)], affect=affect)
+        for i in range(job.gen.n):  # one choice per chunk, as OpenAI sends them
+            extra = {"affect": affect} if i == 0 else {}
+            yield chunks.chunk([chunks.delta(i, {"role": "assistant", "content": ""})], **extra)
         while True:
             event = await job.events.get()
             if event[0] == "delta":
@@ -289,9 +290,9 @@ async def _sse(state: State, job: Any, chunks: protocol.Chunks, affect: dict, us
                 yield f"data: {json.dumps(ApiError(500, event[1], code='generation_failed').body())}\n\n"
                 return
             _, prompt_tokens, choices = event
-            answers = [protocol.parsed_answer(state.engine, c.text) for c in choices]
-            yield chunks.chunk([chunks.delta(i, {}, c.finish_reason, affect=a)
-                                for i, (c, a) in enumerate(zip(choices, answers))])
+            for i, c in enumerate(choices):
+                answer = protocol.parsed_answer(state.engine, c.text)
+                yield chunks.chunk([chunks.delta(i, {}, c.finish_reason, affect=answer)])
             if usage:
                 yield chunks.chunk([], usage=protocol.usage(prompt_tokens, sum(c.tokens for c in choices)))
             yield "data: [DONE]\n\n"
