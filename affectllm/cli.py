@@ -85,15 +85,15 @@ def _train(a: argparse.Namespace) -> int:
 
 
 def _chat(a: argparse.Namespace) -> int:
-    from .serve.args import run_chat
+    from .serve.chat import run_from_args
 
-    return run_chat(a)
+    return run_from_args(a)
 
 
 def _label(a: argparse.Namespace) -> int:
-    from .serve.args import run_label
+    from .serve.label import run_from_args
 
-    return run_label(a)
+    return run_from_args(a)
 
 
 def _serve(a: argparse.Namespace) -> int:

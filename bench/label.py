@@ -5,8 +5,9 @@
     split of one chunk's time into decoding and generation, which says whether a job is decode- or model-bound.
 (b) clips/s with 2 ``torchrun`` processes vs 1 (each with one decode worker).
 
-clips/s counts the labeling only (the summary line of ``affectllm label``), not loading the model. Every run labels
-the same clips into a fresh folder; the rows of all runs are checked equal.
+clips/s is the whole job's (the summary line of ``affectllm label``: model load and worker start-up included, as a
+user waits for them; Python start-up and imports excluded). Every run labels the same clips into a fresh folder;
+the rows of all runs are checked equal.
 
 Run: ``.venv/bin/python bench/label.py [--quick]``.
 """

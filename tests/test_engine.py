@@ -120,3 +120,10 @@ def test_sampling_is_seeded(engine, clips):
     rows = engine.label(clips[:2], gen=gen)
     assert engine.label(clips[:2], gen=gen) == rows
     assert all(len(r["samples"]) == 1 for r in rows)
+
+
+@pytest.mark.parametrize("bad", [{"n": 2}, {"max_new_tokens": 0}, {"do_sample": True, "temperature": 0.0},
+                                 {"do_sample": True, "top_p": 1.5}])
+def test_generation_options_refuse_what_generate_cannot_do(bad):
+    with pytest.raises(ValueError):
+        GenerationOptions(**bad)

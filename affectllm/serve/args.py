@@ -38,14 +38,6 @@ def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
     add_generation_arguments(parser)
 
 
-def run_chat(args: argparse.Namespace) -> int:
-    """Run ``affectllm chat`` from parsed :func:`add_chat_arguments` arguments."""
-    from .chat import chat_main
-
-    return chat_main(args.model, args.video, args.audio, args.transcript, args.question, generation_from_args(args),
-                     args.device)
-
-
 def add_label_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``affectllm label``."""
     parser.add_argument("manifest", help="JSONL manifest (or an OpenAI Batch request file, --input-format)")
@@ -67,15 +59,3 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: the recipe's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_generation_arguments(parser)
-
-
-def run_label(args: argparse.Namespace) -> int:
-    """Run ``affectllm label`` from parsed :func:`add_label_arguments` arguments."""
-    from .label import LabelJob, label_main
-
-    return label_main(LabelJob(
-        manifest=args.manifest, model=args.model, out=args.out, batch_size=args.batch_size,
-        num_workers=args.num_workers, retry_errors=args.retry_errors, fresh=args.fresh, engine=args.engine,
-        input_format=args.input_format, output_format=args.output_format, question=args.question,
-        gen=generation_from_args(args), num_frames=args.num_frames, progress=not args.no_progress,
-        ray_address=args.ray_address, ray_workers=args.ray_workers))

@@ -110,3 +110,11 @@ def chat_main(model: str, video: str | None, audio: str | None = None, transcrip
         _fail(clip, err)
         return 1
     return 0
+
+
+def run_from_args(args: Any) -> int:
+    """Run :func:`chat_main` from parsed :func:`affectllm.serve.args.add_chat_arguments` arguments."""
+    from .args import generation_from_args
+
+    return chat_main(args.model, args.video, args.audio, args.transcript, args.question, generation_from_args(args),
+                     args.device)

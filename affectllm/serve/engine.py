@@ -61,6 +61,14 @@ class GenerationOptions:
     n: int = 1
     stop: list[str] | None = None
 
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.n < 1:
+            raise ValueError(f"max_new_tokens ({self.max_new_tokens}) and n ({self.n}) must be at least 1")
+        if self.n > 1 and not self.do_sample:
+            raise ValueError(f"n={self.n} completions per clip need do_sample=True (greedy gives one)")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"temperature ({self.temperature}) must be > 0 and top_p ({self.top_p}) in (0, 1]")
+
     def generate_kwargs(self, tokenizer: Any) -> dict[str, Any]:
         """Keyword arguments of ``model.generate`` (sampling knobs only when sampling: greedy ignores them)."""
         kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample,
@@ -105,6 +113,59 @@ def _saved_recipe(model_dir: Path) -> tuple[int, str]:
     return recipe.data.num_frames, recipe.task
 
 
+@dataclass
+class ModelSettings:
+    """How a model folder is used, read without loading its weights (a label job starts its decode workers with
+    it while the model loads).
+
+    Attributes:
+        model_dir: the folder.
+        task: the training task whose question is the default (saved recipe's ``task``, else ``describe``).
+        media: how its clips are decoded.
+        modalities: the modalities the model takes.
+        digest: :func:`model_digest` of the folder.
+    """
+
+    model_dir: Path
+    task: str
+    media: MediaPolicy
+    modalities: list[str]
+    digest: dict[str, str]
+
+    @classmethod
+    def read(cls, model_dir: str | Path, num_frames: int | None = None) -> ModelSettings:
+        """Read a model folder's config, saved recipe and files (``num_frames`` overrides the recipe's).
+
+        Raises:
+            FileNotFoundError: ``model_dir`` is not a model directory.
+        """
+        from transformers import AutoConfig
+
+        from .. import model as _registers_the_auto_classes  # noqa: F401
+
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise FileNotFoundError(f"{model_dir}: not an affectllm model directory (no config.json); point --model "
+                                    "at a training stage's output_dir or a folder written by `affectllm model init`")
+        modalities = AutoConfig.from_pretrained(model_dir).enabled_modalities()
+        saved_frames, task = _saved_recipe(model_dir)
+        faces = bool({"face", "au"} & set(modalities)) and faces_available()
+        return cls(model_dir, task, MediaPolicy(num_frames=num_frames or saved_frames, faces=faces), modalities,
+                   model_digest(model_dir))
+
+    def question(self, question: str | None = None) -> str:
+        """The question asked: ``question``, else the training question of the model's task."""
+        return question or QUESTIONS[self.task]
+
+    def fingerprint(self, question: str | None = None, gen: GenerationOptions | None = None) -> str:
+        """Hash of what decides a row: model files (chat template and tokenizer included), system prompt and
+        question, decoding options, media policy and modalities."""
+        parts = {"model": self.digest, "system": SYSTEM_PROMPT, "question": self.question(question),
+                 "generation": asdict(gen or GenerationOptions()), "media": self.media.describe(),
+                 "modalities": self.modalities}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
 class _Decoded:
     """The store :func:`build_prompt_inputs` reads, over clips already decoded (``get(clip)`` by id)."""
 
@@ -141,7 +202,7 @@ class Engine:
         self.conf_map = conf_map
         self.batch_size = batch_size
         self.modalities = model.config.enabled_modalities()
-        self._digest = model_digest(self.model_dir)
+        self.settings = ModelSettings(self.model_dir, task, media, self.modalities, model_digest(self.model_dir))
         self.fingerprint = self.fingerprint_for()
 
     @classmethod
@@ -162,24 +223,18 @@ class Engine:
         """
         from ..model.build import load_pretrained
 
-        model_dir = Path(model_dir)
-        model, processor = load_pretrained(model_dir, dtype, attn_implementation, device)
-        saved_frames, task = _saved_recipe(model_dir)
-        wants_faces = bool({"face", "au"} & set(model.config.enabled_modalities()))
-        media = MediaPolicy(num_frames=num_frames or saved_frames, faces=wants_faces and faces_available())
-        return cls(model, processor, model_dir, media, task=task, conf_map=ConfidenceMap.load(model_dir))
+        settings = ModelSettings.read(model_dir, num_frames)
+        model, processor = load_pretrained(settings.model_dir, dtype, attn_implementation, device)
+        return cls(model, processor, settings.model_dir, settings.media, task=settings.task,
+                   conf_map=ConfidenceMap.load(settings.model_dir))
 
     def question(self, question: str | None = None) -> str:
         """The question asked: ``question``, else the training question of the model's task."""
-        return question or QUESTIONS[self.task]
+        return self.settings.question(question)
 
     def fingerprint_for(self, question: str | None = None, gen: GenerationOptions | None = None) -> str:
-        """Hash of what decides a row: model files, prompt (system + question + chat template), decoding, media."""
-        parts = {"model": self._digest, "system": SYSTEM_PROMPT, "question": self.question(question),
-                 "chat_template": getattr(self.processor, "chat_template", None) or "",
-                 "generation": asdict(gen or GenerationOptions()), "media": self.media.describe(),
-                 "modalities": self.modalities}
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+        """:meth:`ModelSettings.fingerprint` of this model."""
+        return self.settings.fingerprint(question, gen)
 
     def decode(self, clip: Clip) -> DecodedClip:
         """Decode a clip with the model's media policy (may raise :class:`~affectllm.media.decode.MediaError`)."""

@@ -22,12 +22,11 @@ from typing import Any
 import torch
 
 from ..data.manifest import read_manifest
-from ..media.decode import MediaError
-from ..types import Clip, DecodedClip
+from ..types import Clip
 from . import shards
-from .args import FORMATS
-from .engine import Engine, GenerationOptions
-from .media_policy import MediaPolicy
+from .args import FORMATS, generation_from_args
+from .chunks import ChunkDecoder, Decoded, label_chunk
+from .engine import Engine, GenerationOptions, ModelSettings
 
 
 @dataclass
@@ -77,31 +76,6 @@ def chunked(clips: Sequence[Clip], size: int) -> list[list[Clip]]:
     return [list(clips[i:i + size]) for i in range(0, len(clips), size)]
 
 
-Decoded = tuple[Clip, DecodedClip | None, str | None]
-
-
-class ChunkDecoder(torch.utils.data.Dataset):
-    """Item ``k`` = chunk ``k`` decoded: ``[(clip, decoded or None, error or None), ...]`` (runs in a worker)."""
-
-    def __init__(self, chunks: list[list[Clip]], media: MediaPolicy) -> None:
-        self.chunks = chunks
-        self.media = media
-
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    def __getitem__(self, k: int) -> list[Decoded]:
-        out: list[Decoded] = []
-        for clip in self.chunks[k]:
-            try:
-                out.append((clip, self.media.decode(clip), None))
-            except Exception as err:  # noqa: BLE001 - a bad clip is its row's error, the job goes on
-                why = str(err) if isinstance(err, MediaError) else \
-                    f"{type(err).__name__}: {err} (while decoding {clip.video or clip.audio})"
-                out.append((clip, None, why))
-        return out
-
-
 def _as_is(item: list[Decoded]) -> list[Decoded]:
     return item  # DataLoader's default collate would turn the frames into tensors
 
@@ -118,21 +92,8 @@ def _worker_context() -> Any:
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["affectllm.serve.media_policy", "affectllm.media.pipeline", "cv2", "av"])
+    ctx.set_forkserver_preload(["affectllm.serve.chunks", "affectllm.media.pipeline", "cv2", "av"])
     return ctx
-
-
-def label_chunk(engine: Engine, items: Sequence[Decoded], question: str | None, gen: GenerationOptions,
-                questions: dict[str, str]) -> list[dict[str, Any]]:
-    """Rows of one decoded chunk, in chunk order (clips asking the same question share one generate call)."""
-    fingerprint = engine.fingerprint_for(question, gen)
-    rows = {c.id: engine.error_row(c.id, err, fingerprint) for c, _, err in items if err is not None}
-    good = [(c, d) for c, d, err in items if err is None]
-    for q in dict.fromkeys(questions.get(c.id, question) for c, _ in good):
-        group = [(c, d) for c, d in good if questions.get(c.id, question) == q]
-        made = engine.label([c for c, _ in group], q, gen, decoded=[d for _, d in group])
-        rows.update({r["id"]: r for r in made})
-    return [rows[c.id] for c, _, _ in items]
 
 
 def _dist() -> tuple[int, int]:
@@ -145,10 +106,10 @@ def _device() -> str | None:
     return None
 
 
-def _record(job: LabelJob, engine: Engine, fingerprint: str) -> dict[str, Any]:
+def _record(job: LabelJob, settings: ModelSettings, fingerprint: str) -> dict[str, Any]:
     return {"fingerprint": fingerprint, "model": str(Path(job.model).resolve()), "manifest": job.manifest,
-            "question": engine.question(job.question), "generation": asdict(job.gen), "media": engine.media.describe(),
-            "batch_size": job.batch_size}
+            "question": settings.question(job.question), "generation": asdict(job.gen),
+            "media": settings.media.describe(), "batch_size": job.batch_size}
 
 
 def _prepare_all(job: LabelJob, out: Path, record: dict[str, Any], rank: int, world: int) -> str | None:
@@ -178,22 +139,35 @@ def _progress(enabled: bool) -> Any:
                     disable=not enabled, transient=True)
 
 
-def run_torch(job: LabelJob, engine: Engine, inputs: Inputs, out: Path, done: set[str], rank: int,
+def _load_engine(job: LabelJob) -> Engine:
+    engine = Engine.load(job.model, device=_device(), num_frames=job.num_frames)
+    engine.batch_size = job.batch_size
+    return engine
+
+
+def run_torch(job: LabelJob, settings: ModelSettings, inputs: Inputs, out: Path, done: set[str], rank: int,
               world: int) -> int:
-    """This rank's share of the chunks: decode in DataLoader workers, generate here, append to its shard."""
+    """This rank's share of the chunks: decode in DataLoader workers, generate here, append to its shard.
+
+    The workers start (and decode the first chunks) before the model loads, so a slow load hides their start-up.
+    """
     mine = [ch for k, ch in enumerate(chunked(inputs.clips, job.batch_size))
             if k % world == rank and any(c.id not in done for c in ch)]
     todo = sum(c.id not in done for ch in mine for c in ch)
+    if not mine:
+        return 0
     workers = {"num_workers": job.num_workers}
     if job.num_workers:
         # Not fork: a forked worker inherits this process's mediapipe graphs and torch threads (it crashed so).
         workers.update(prefetch_factor=2, worker_init_fn=_worker_init, multiprocessing_context=_worker_context())
-    loader = torch.utils.data.DataLoader(ChunkDecoder(mine, engine.media), batch_size=None, shuffle=False,
+    loader = torch.utils.data.DataLoader(ChunkDecoder(mine, settings.media), batch_size=None, shuffle=False,
                                          collate_fn=_as_is, **workers)
+    batches = iter(loader)
+    engine = _load_engine(job)
     made = 0
     with shards.ShardWriter(out, f"{rank:05d}") as writer, _progress(job.progress and rank == 0) as bar:
         task = bar.add_task("label", total=todo)
-        for items in loader:
+        for items in batches:
             rows = [r for r in label_chunk(engine, items, job.question, job.gen, inputs.questions)
                     if r["id"] not in done]
             writer.write(rows)
@@ -234,28 +208,27 @@ def label_main(job: LabelJob) -> int:
 
 
 def _run(job: LabelJob, rank: int, world: int) -> int:
+    start = time.perf_counter()  # clips/s of the whole job: model load and worker start-up included
     inputs = read_inputs(job.manifest, job.input_format)
     if rank == 0:
         for p in inputs.problems:
             print(p, file=sys.stderr)
-    engine = Engine.load(job.model, device=_device(), num_frames=job.num_frames)
-    engine.batch_size = job.batch_size
     out = Path(job.out)
-    fingerprint = engine.fingerprint_for(job.question, job.gen)
-    error = _prepare_all(job, out, _record(job, engine, fingerprint), rank, world)
+    settings = ModelSettings.read(job.model, job.num_frames)
+    fingerprint = settings.fingerprint(job.question, job.gen)
+    error = _prepare_all(job, out, _record(job, settings, fingerprint), rank, world)
     if error:
         if rank == 0:
             print(f"affectllm label: error: {error}", file=sys.stderr)
         return 2
-    start = time.perf_counter()  # clips/s counts labeling, not the model load
     done = set(shards.read_rows(out))
     skipped = sum(c.id in done for c in inputs.clips)
     if job.engine == "ray":
         from .ray_label import run_ray
 
-        made = run_ray(job, engine, inputs, out, done)
+        made = run_ray(job, inputs, out, done)
     else:
-        made = run_torch(job, engine, inputs, out, done, rank, world)
+        made = run_torch(job, settings, inputs, out, done, rank, world)
     if world > 1:
         torch.distributed.barrier()
     if rank != 0:
@@ -269,3 +242,13 @@ def _run(job: LabelJob, rank: int, world: int) -> int:
     print(summary(rows, len(inputs.clips), skipped, new, time.perf_counter() - start), file=sys.stderr)
     print(f"label: rows in {out / shards.LABELS_FILE}", file=sys.stderr)
     return 1 if inputs.problems or any(r.get("error") for r in rows) else 0
+
+
+def run_from_args(args: Any) -> int:
+    """Run :func:`label_main` from parsed :func:`affectllm.serve.args.add_label_arguments` arguments."""
+    return label_main(LabelJob(
+        manifest=args.manifest, model=args.model, out=args.out, batch_size=args.batch_size,
+        num_workers=args.num_workers, retry_errors=args.retry_errors, fresh=args.fresh, engine=args.engine,
+        input_format=args.input_format, output_format=args.output_format, question=args.question,
+        gen=generation_from_args(args), num_frames=args.num_frames, progress=not args.no_progress,
+        ray_address=args.ray_address, ray_workers=args.ray_workers))

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..jsonl import dumps_row
 from . import shards
+from .chunks import ChunkDecoder, label_chunk
 from .engine import Engine, GenerationOptions
 
 
@@ -68,15 +69,13 @@ class LabelActor:
         return row_to_clip(row, self.base)
 
     def __call__(self, group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .label import ChunkDecoder, label_chunk
-
         clips = sorted((self._clip(str(line)) for line in group["text"]), key=lambda c: self.positions[c.id])
         items = ChunkDecoder([clips], self.engine.media)[0]
         rows = label_chunk(self.engine, items, self.question, self.gen, self.questions)
         return {"row": np.asarray([dumps_row(r) for r in rows if r["id"] not in self.done], dtype=object)}
 
 
-def run_ray(job: Any, engine: Engine, inputs: Any, out: Path, done: set[str]) -> int:
+def run_ray(job: Any, inputs: Any, out: Path, done: set[str]) -> int:
     """Label the job's chunks not yet done on Ray (local unless ``job.ray_address``); returns rows written."""
     import ray
 
