@@ -11,8 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = sorted(p.name for p in (ROOT / "bench").glob("*.py"))
-# Over ~30 s on one core even when quick: they train (grpo) or run the face pipeline in worker processes (decode).
-SLOW = {"decode.py", "grpo.py"}
+# Over ~30 s on one core even when quick: they train (grpo) or run the face pipeline in worker processes (decode,
+# label: four label jobs incl. torchrun).
+SLOW = {"decode.py", "grpo.py", "label.py"}
 
 
 def test_every_bench_is_listed_here():
