@@ -89,7 +89,7 @@ def test_fallback_recovers_a_cut_off_clip(clips: dict[str, Path]) -> None:
 
 
 def test_fallback_on_a_decoder_error(clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(path: str, cfg: DecodeConfig) -> dec.VideoResult:
+    def broken(path: str, cfg: DecodeConfig, window: object = None) -> dec.VideoResult:
         raise RuntimeError("simulated decoder crash")
 
     monkeypatch.setitem(dec._READERS, "pyav", broken)

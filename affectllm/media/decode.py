@@ -263,8 +263,7 @@ def decode_video(
     errors: list[str] = []
     for backend in order:
         try:
-            reader = _READERS[backend]  # the reader protocol is (path, cfg[, window])
-            result = reader(path, cfg) if window is None else reader(path, cfg, window)
+            result = _READERS[backend](path, cfg, window)  # every reader takes (path, cfg, window=None)
         except Exception as e:  # noqa: BLE001 - decoders raise many types (DECORDError, RuntimeError, FFmpegError)
             errors.append(f"{backend}: {type(e).__name__}: {str(e).strip()[:300]}")
             log.info("%s: %s failed (%s); trying the next backend", path, backend, e)
