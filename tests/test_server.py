@@ -197,6 +197,21 @@ def test_n_sampled_choices_whole_and_streamed_are_seeded(client, root):
     assert sorted(c.choices[0].index for c in chunks if c.choices[0].finish_reason) == [0, 1]
 
 
+def test_media_knobs_change_the_frames_decoded(client, root):
+    video, _ = _clip(root)  # 2.125 s at 8 fps
+
+    def times(**knobs):
+        resp = client.chat.completions.create(model="tiny-emo", max_tokens=1, messages=[
+            {"role": "user", "content": [_video_part(video.as_uri())]}],
+            extra_body={"mm_processor_kwargs": knobs, "affect": {"timeline": True}})
+        return resp.model_extra["affect"]["timeline"]["times"]
+
+    assert len(times(num_frames=3)) == 3
+    assert len(times(fps=2.0)) == 4  # one frame every 0.5 s
+    window = times(window=[1.0, 2.0], num_frames=4)
+    assert len(window) == 4 and all(1.0 <= t < 2.0 for t in window)
+
+
 def test_parsed_answer_extension_streamed_and_whole(client, engine, root):
     video, _ = _clip(root)
     messages = [{"role": "user", "content": [_video_part(video.as_uri()), {"type": "text", "text": "Feeling?"}]}]
