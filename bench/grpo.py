@@ -7,17 +7,31 @@
     Both read clips from a ``data prep`` folder (faces and AUs included), so every modality is present.
 (b) SFT forward+backward on the same batch with cached encoder features (``data prep --cache-features``) vs live
     encoders, interleaved repeats; also the collator's time for that batch each way.
+(c) Peak memory of a GRPO step's loss pass (log-probs, loss, backward; generation runs the same code on both sides):
+    log-probs through TRL's fused LM head (what ``affectllm.train.grpo`` runs) vs the pre-fused fork it replaced
+    (full ``[b, c, V]`` logits, temperature-scaled copy, log-softmax; kept only here, for this comparison). Peak
+    tensor bytes above the pass's start from the torch profiler's CPU memory timeline (tensors only: allocator
+    caching and other processes do not blur it), on the tiny preset and on SmolLM2-135M (the real backbone,
+    vocabulary 49k) with 256-wide towers. Learning rate 0 and fixed-length completions, so both sides score the
+    same sequences. On CPU TRL's kernel scores every position (prompt included; only Triton devices skip the
+    masked ones), so this measures the CPU path.
 
-Each part runs on the tiny preset and on "small towers" (random CLIP-256x4 / Whisper-256x4 loaded by path like real
-backbones, see ``bench/model.py``), since with the tiny towers the encoder cost is mostly overhead.
+Parts (a) and (b) run on the tiny preset and on "small towers" (random CLIP-256x4 / Whisper-256x4 loaded by path like
+real backbones, see ``bench/model.py``), since with the tiny towers the encoder cost is mostly overhead.
 
-    .venv/bin/python bench/grpo.py [--steps 6] [--repeats 7] [--clips 24]
+    .venv/bin/python bench/grpo.py [--steps 6] [--repeats 7] [--clips 24] [--completion 128] [--only memory]
+                                   [--models tiny small] [--quick]
+
+``--only`` runs some of the parts (``dedup`` = a, ``sft`` = b, ``memory`` = c), ``--models`` some of the models
+(``small``: the 256-wide towers, with SmolLM2-135M in part c). ``--quick`` is a smoke run (tiny
+preset only, G=4, 1 step, short completions): it checks the bench still runs and measures nothing worth quoting.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import statistics
 import sys
 import tempfile
@@ -33,6 +47,11 @@ sys.path.insert(0, str(ROOT))
 
 from affectllm.config import load_model_config, load_recipe  # noqa: E402
 from affectllm.model.build import build_model  # noqa: E402
+from affectllm.train import grpo  # noqa: E402
+from affectllm.types import MODALITY_TABLE  # noqa: E402
+
+FEATURE_KEYS = {m.feature_input for m in MODALITY_TABLE if m.feature_input}
+PARTS = ("dedup", "sft", "memory")
 
 
 def small_tower_overrides(root: str) -> list[str]:
@@ -67,18 +86,23 @@ class EncoderCounter:
         return out
 
 
-def bench_grpo(manifest: Path, prep: Path, overrides: list[str], steps: int,
+def grpo_recipe(manifest: Path, prep: Path | None, work: Path, *extra: str) -> Any:
+    """The tiny GRPO recipe on the bench's EmoWorld, from a fresh model, nothing saved or reported."""
+    return load_recipe(ROOT / "recipes/tiny/grpo.yaml", [
+        f"data.manifest={manifest}", f"output_dir={work}", "init_from=null",
+        *([f"data.feature_cache={prep}"] if prep else []),
+        "trainer.save_steps=100000", "trainer.report_to=[]", "trainer.logging_steps=1000", *extra])
+
+
+def bench_grpo(manifest: Path, prep: Path, overrides: list[str], steps: int, group: int, completion: int,
                work: Path) -> dict[str, dict[str, float]]:
-    """Median GRPO step seconds and encoder calls/clips per step, dedup on vs off (alternating steps)."""
+    """Median GRPO step seconds and encoder calls/clips per step, dedup on vs off (alternating steps), G=``group``
+    completions of each of 2 clips per step."""
     from transformers import TrainerCallback
 
-    from affectllm.train import grpo
-
-    recipe = load_recipe(ROOT / "recipes/tiny/grpo.yaml", [
-        f"data.manifest={manifest}", f"data.feature_cache={prep}", f"output_dir={work}", "init_from=null",
-        f"trainer.max_steps={2 * steps + 2}",
-        "trainer.num_generations=8", "trainer.per_device_train_batch_size=16", "trainer.max_completion_length=32",
-        "trainer.logging_steps=1000", "trainer.save_steps=100000", "trainer.report_to=[]"])
+    recipe = grpo_recipe(manifest, prep, work, f"trainer.max_steps={2 * steps + 2}",
+                         f"trainer.num_generations={group}", f"trainer.per_device_train_batch_size={2 * group}",
+                         f"trainer.max_completion_length={completion}")
     model, processor = build_model(load_model_config(overrides), seed=0)
     trainer = grpo.build_trainer(recipe, model, processor, work)
     counter = EncoderCounter(model)
@@ -108,17 +132,18 @@ def bench_grpo(manifest: Path, prep: Path, overrides: list[str], steps: int,
 
 def prep_with_features(manifest: Path, overrides: list[str], work: Path) -> Path:
     """``data prep --cache-features`` with the (seed-0) model of ``overrides``, saved under ``work``."""
-    from affectllm.inputs.prep import prep_main
+    from affectllm.inputs.prep import PrepConfig, prep_main
 
     model, processor = build_model(load_model_config(overrides), seed=0)
     model.save_pretrained(work / "model")
     processor.save_pretrained(work / "model")
     prep = work / "prep"
-    assert prep_main(str(manifest), str(prep), progress=False, cache_features=True, model=str(work / "model")) == 0
+    config = PrepConfig(progress=False, cache_features=True, model=str(work / "model"))
+    assert prep_main(str(manifest), str(prep), config) == 0
     return prep
 
 
-def sft_batches(manifest: Path, prep: Path, model: Any, processor: Any) -> dict[str, Any]:
+def sft_batches(manifest: Path, prep: Path, model: Any, processor: Any, repeats: int) -> dict[str, Any]:
     """The same 8 SFT rows collated live and from the feature cache (plus each collation's median seconds)."""
     from affectllm.data.manifest import read_manifest
     from affectllm.data.prompts import QUESTIONS
@@ -132,12 +157,12 @@ def sft_batches(manifest: Path, prep: Path, model: Any, processor: Any) -> dict[
                  "cached": SftCollator(processor, ClipStore(str(prep)), mods, model=model)}
     times: dict[str, list[float]] = defaultdict(list)
     batches = {}
-    for _ in range(5):
+    for _ in range(repeats):
         for k, collate in collators.items():
             start = time.perf_counter()
             batches[k] = collate(rows)
             times[k].append(time.perf_counter() - start)
-    assert "media_features" in batches["cached"] and "media_features" not in batches["live"]
+    assert FEATURE_KEYS & set(batches["cached"]) and not FEATURE_KEYS & set(batches["live"])
     return {"batches": batches, "collate": {k: statistics.median(v) for k, v in times.items()}}
 
 
@@ -147,7 +172,7 @@ def bench_sft(manifest: Path, prep: Path, overrides: list[str], repeats: int) ->
 
     model, processor = build_model(load_model_config(overrides), seed=0)
     apply_trainable_policy(model, llm_mode="full")  # towers frozen, as the recipes train
-    made = sft_batches(manifest, prep, model, processor)
+    made = sft_batches(manifest, prep, model, processor, max(repeats, 2))
     model.train()
     times: dict[str, list[float]] = defaultdict(list)
     losses = {}
@@ -165,37 +190,147 @@ def bench_sft(manifest: Path, prep: Path, overrides: list[str], repeats: int) ->
             "loss_gap": abs(losses["live"] - losses["cached"])}
 
 
+class ForkedLogps(grpo.AffectGRPOTrainer):
+    """The log-prob override as it was before it called TRL's fused path (kept here only, as the baseline of (c)):
+    full ``[b, c + 1, V]`` logits, a temperature-scaled copy, log-softmax in the autocast dtype, entropy without a
+    gradient, no MoE aux loss."""
+
+    def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                                           logits_to_keep: int, batch_size: int | None = None,
+                                           compute_entropy: bool = False, compute_aux_loss: bool = False,
+                                           **_: Any) -> tuple[torch.Tensor, torch.Tensor | None, None]:
+        from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            end = min(start + batch_size, input_ids.size(0))
+            ids = input_ids[start:end]
+            with self.accelerator.autocast():
+                logits = model(input_ids=ids, attention_mask=attention_mask[start:end],
+                               logits_to_keep=logits_to_keep + 1, use_cache=False,
+                               **self._scoring.slice(start, end, self.dedup_media)).logits
+            logits = logits[:, :-1, :][:, -logits_to_keep:] / self.temperature  # [b, c, V]
+            logps.append(selective_log_softmax(logits, ids[:, -logits_to_keep:]))
+            if compute_entropy:
+                with torch.no_grad():
+                    entropies.append(entropy_from_logits(logits))
+        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+
+
+def peak_loss_memory(trainer: Any, work: Path) -> float:
+    """Train two steps; return the peak tensor MiB above its start of step 2's loss pass (log-probs, loss,
+    backward: what the two sides do differently; generation is the same code), from the torch profiler's CPU
+    memory timeline."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import TrainerCallback
+
+    state: dict[str, Any] = {}
+    compute_loss = trainer.compute_loss
+
+    def profiled_loss(*args: Any, **kwargs: Any) -> Any:
+        if trainer.state.global_step == 1 and "prof" not in state:  # step 1 warms up (optimizer state, caches)
+            state["prof"] = profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                                    with_stack=True)
+            state["prof"].__enter__()
+        return compute_loss(*args, **kwargs)
+
+    class StopAfterBackward(TrainerCallback):
+        def on_pre_optimizer_step(self, args: Any, st: Any, control: Any, **kwargs: Any) -> None:
+            if "prof" in state and "done" not in state:
+                state["prof"].__exit__(None, None, None)
+                state["done"] = True
+
+    trainer.compute_loss = profiled_loss
+    trainer.add_callback(StopAfterBackward())
+    trainer.train()
+    path = work / "memory.json"
+    state["prof"].export_memory_timeline(str(path), device="cpu")
+    _, sizes = json.loads(path.read_text())  # [times, per time the bytes of each tensor category]
+    totals = [sum(s) for s in sizes]
+    return (max(totals) - totals[0]) / 2**20
+
+
+def bench_memory(manifest: Path, overrides: list[str], batch: int, completion: int, work: Path) -> dict[str, Any]:
+    """Peak memory of a GRPO step's loss pass, TRL's fused log-probs vs the fork, same sequences; plus the vocab."""
+    out: dict[str, Any] = {}
+    for name, cls in (("fork", ForkedLogps), ("fused", grpo.AffectGRPOTrainer)):
+        recipe = grpo_recipe(manifest, None, work / name, "trainer.max_steps=2", "trainer.learning_rate=0.0",
+                             f"trainer.per_device_train_batch_size={batch}", "trainer.num_generations=4",
+                             f"trainer.max_completion_length={completion}",
+                             f"trainer.generation_kwargs={{min_new_tokens: {completion}}}",
+                             "model.llm_mode=lora", "model.train_encoders=false")
+        model, processor = build_model(load_model_config(overrides), seed=0)
+        trainer = grpo.build_trainer(recipe, model, processor, work / name, trainer_cls=cls)
+        out[name] = peak_loss_memory(trainer, work / name)
+        out["vocab"] = model.config.text_config.vocab_size
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=6, help="GRPO steps measured per side")
-    parser.add_argument("--repeats", type=int, default=7, help="SFT forward+backward repeats per side")
+    parser.add_argument("--steps", type=int, default=6, help="GRPO steps measured per side in (a)")
+    parser.add_argument("--repeats", type=int, default=7, help="SFT forward+backward repeats per side in (b)")
     parser.add_argument("--clips", type=int, default=24, help="EmoWorld clips")
+    parser.add_argument("--completion", type=int, default=128, help="completion tokens per row in (c)")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run")
+    parser.add_argument("--models", nargs="+", choices=("tiny", "small"), default=["tiny", "small"],
+                        help="tiny preset; small: 256-wide towers (SmolLM2-135M with them in part c)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny preset only, 1 step, short rows")
     args = parser.parse_args()
+    group, dedup_completion, batch = 8, 32, 8
+    if args.quick:
+        args.steps, args.repeats, args.clips, args.completion = 1, 1, 8, 4
+        group, dedup_completion, batch = 4, 4, 4
     torch.set_num_threads(1)
     from affectllm.emoworld.generate import synth_main
 
     work = Path(tempfile.mkdtemp(prefix="affectllm-bench-grpo-"))
     assert synth_main(str(work / "ew"), args.clips, 0, overrides=["size=48", "fps=8"]) == 0
     manifest = work / "ew" / "manifest.jsonl"
-    variants = {"tiny preset": ["preset=tiny"],
-                "small towers (CLIP-256x4, Whisper-256x4)": small_tower_overrides(str(work / "towers"))}
+    variants, memory_variants = {}, {}
+    if "tiny" in args.models:
+        variants["tiny preset"] = memory_variants["tiny preset"] = ["preset=tiny"]
+    if "small" in args.models and not args.quick:
+        small = small_tower_overrides(str(work / "towers"))
+        variants["small towers (CLIP-256x4, Whisper-256x4)"] = small
+        memory_variants["SmolLM2-135M, 256-wide towers"] = ["preset=smollm2-135m", *small]
     for i, (label, overrides) in enumerate(variants.items()):
-        prep = prep_with_features(manifest, overrides, work / f"variant{i}")
-        g = bench_grpo(manifest, prep, overrides, args.steps, work / f"grpo{i}")
-        s = bench_sft(manifest, prep, overrides, args.repeats)
-        d, p = g["dedup"], g["per-row"]
+        if not {"dedup", "sft"} & set(args.only):
+            break
         print(f"== {label}")
-        print(f"(a) GRPO step, G=8, 16 completions/step (median of {args.steps} alternating steps each): "
-              f"{1e3 * p['seconds']:.0f} ms without de-dup vs {1e3 * d['seconds']:.0f} ms with -> "
-              f"{p['seconds'] / d['seconds']:.2f}x")
-        print(f"    encoder calls/step {p['calls']:.0f} vs {d['calls']:.0f}; clips encoded/step {p['clips']:.0f} vs "
-              f"{d['clips']:.0f} -> {p['clips'] / max(d['clips'], 1):.1f}x fewer")
-        st, co = s["step"], s["collate"]
-        print(f"(b) SFT forward+backward, batch 8 (median of {args.repeats}, interleaved): "
-              f"{1e3 * st['live']:.1f} ms live encoders vs {1e3 * st['cached']:.1f} ms cached features -> "
-              f"{st['live'] / st['cached']:.2f}x (loss gap {s['loss_gap']:.1e})")
-        print(f"    collating that batch: {1e3 * co['live']:.1f} ms live vs {1e3 * co['cached']:.1f} ms cached -> "
-              f"{co['live'] / co['cached']:.2f}x")
+        prep = prep_with_features(manifest, overrides, work / f"variant{i}")
+        if "dedup" in args.only:
+            g = bench_grpo(manifest, prep, overrides, args.steps, group, dedup_completion, work / f"grpo{i}")
+            print_dedup(g, args.steps, group)
+        if "sft" in args.only:
+            print_sft(bench_sft(manifest, prep, overrides, args.repeats), args.repeats)
+    for i, (label, overrides) in enumerate(memory_variants.items()):
+        if "memory" not in args.only:
+            break
+        mem = bench_memory(manifest, overrides, batch, args.completion, work / f"memory{i}")
+        print(f"(c) {label}: peak tensor memory of a GRPO step's loss pass, {batch} rows x {args.completion} "
+              "completion tokens, "
+              f"vocab {mem['vocab']}: {mem['fork']:.0f} MiB forked log-probs vs {mem['fused']:.0f} MiB TRL fused "
+              f"head (fused / fork {mem['fused'] / max(mem['fork'], 1e-9):.2f})")
+
+
+def print_dedup(g: dict[str, dict[str, float]], steps: int, group: int) -> None:
+    d, p = g["dedup"], g["per-row"]
+    print(f"(a) GRPO step, G={group}, {2 * group} completions/step (median of {steps} alternating steps each): "
+          f"{1e3 * p['seconds']:.0f} ms without de-dup vs {1e3 * d['seconds']:.0f} ms with -> "
+          f"{p['seconds'] / d['seconds']:.2f}x")
+    print(f"    encoder calls/step {p['calls']:.0f} vs {d['calls']:.0f}; clips encoded/step {p['clips']:.0f} vs "
+          f"{d['clips']:.0f} -> {p['clips'] / max(d['clips'], 1):.1f}x fewer")
+
+
+def print_sft(s: dict[str, Any], repeats: int) -> None:
+    st, co = s["step"], s["collate"]
+    print(f"(b) SFT forward+backward, batch 8 (median of {repeats}, interleaved): "
+          f"{1e3 * st['live']:.1f} ms live encoders vs {1e3 * st['cached']:.1f} ms cached features -> "
+          f"{st['live'] / st['cached']:.2f}x (loss gap {s['loss_gap']:.1e})")
+    print(f"    collating that batch: {1e3 * co['live']:.1f} ms live vs {1e3 * co['cached']:.1f} ms cached -> "
+          f"{co['live'] / co['cached']:.2f}x")
 
 
 if __name__ == "__main__":
