@@ -416,3 +416,33 @@ def test_presets_are_functions_and_recipe_fields_overlay_them():
     assert resolve(bare) is bare
     with pytest.raises(ValueError, match="unknown; known presets: tiny, smollm2-135m"):
         resolve(ModelConfig(preset="huge"))
+
+
+def test_under_zero3_every_tower_runs_once_per_forward_in_any_mode(tiny, media, monkeypatch):
+    """The fast check of the ZeRO-3 rule (tests/test_zero3_frozen.py runs it on 2 ranks): each tower runs exactly
+    once per forward, on the clips when they come raw, else on a one-clip dummy (absent, or cached features)."""
+    from affectllm.model import modeling
+
+    model, processor = tiny
+    calls: list[tuple[str, int]] = []
+    hooks = [model.encoders[m].register_forward_hook(lambda mod, args, out, m=m: calls.append((m, args[0].shape[0])))
+             for m in ("video", "audio", "face")]
+    inputs = batch(processor, media, [["video"], ["video"]])
+    cached = {k: v for k, v in inputs.items() if k != "pixel_values_videos"}
+    cached["video_features"] = model.encode_media("video", inputs["pixel_values_videos"])
+    try:
+        with torch.no_grad():
+            calls.clear()
+            model(**inputs)
+            assert calls == [("video", 2)], "outside ZeRO-3 an absent frozen tower is skipped"
+            monkeypatch.setattr(modeling, "is_deepspeed_zero3_enabled", lambda: True)
+            calls.clear()
+            live = model(**inputs).logits
+            assert calls == [("video", 2), ("audio", 1), ("face", 1)]
+            calls.clear()
+            from_cache = model(**cached).logits
+            assert calls == [("video", 1), ("audio", 1), ("face", 1)]
+    finally:
+        for h in hooks:
+            h.remove()
+    torch.testing.assert_close(from_cache, live, rtol=0, atol=1e-6)  # the dummies never reach the output
