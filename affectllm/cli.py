@@ -117,6 +117,7 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-workers", type=int, default=2, help="media decoding processes (2)")
     p.add_argument("--decode-timeout-s", type=float, default=60.0, help="time limit of one clip's decoding (60)")
     p.add_argument("--decode-memory-mb", type=int, default=4096, help="memory cap of a decoding process (4096)")
+    p.add_argument("--decode-cache", type=int, default=16, help="decoded clips kept for repeat questions (16; 0: off)")
     p.add_argument("--max-tokens-limit", type=int, default=1024, help="largest max_tokens a request may ask (1024)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the GPU when there is one)")
     p.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: the recipe's)")

@@ -212,6 +212,29 @@ def test_media_knobs_change_the_frames_decoded(client, root):
     assert len(window) == 4 and all(1.0 <= t < 2.0 for t in window)
 
 
+def test_a_clip_asked_about_again_is_not_decoded_again(client, server, root):
+    video, _ = _clip(root, "ew00003")
+    state = server[1]
+
+    def ask(transcript, **knobs):
+        return client.chat.completions.create(model="tiny-emo", max_tokens=1, messages=[
+            {"role": "user", "content": [_video_part(video.as_uri())]}],
+            extra_body={"affect": {"transcript": transcript}, "mm_processor_kwargs": knobs})
+
+    first = ask("Fine.")
+    calls = []
+    real = state.pool.call
+    state.pool.call = lambda *a, **k: calls.append(a) or real(*a, **k)
+    try:
+        again = ask("I am not fine at all, believe me.")
+        assert calls == []  # served from the cache
+        assert again.usage.prompt_tokens > first.usage.prompt_tokens  # with this request's transcript
+        ask("Fine.", num_frames=3)
+        assert len(calls) == 1  # other decode settings: decoded again
+    finally:
+        state.pool.call = real
+
+
 def test_parsed_answer_extension_streamed_and_whole(client, engine, root):
     video, _ = _clip(root)
     messages = [{"role": "user", "content": [_video_part(video.as_uri()), {"type": "text", "text": "Feeling?"}]}]

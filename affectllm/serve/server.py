@@ -38,6 +38,7 @@ from starlette.exceptions import HTTPException
 from ..types import Clip
 from . import protocol
 from .media_io import ApiError, MediaLimits, input_audio, list_media, resolve_url
+from .worker import DecodeCache, WorkerError, decode_clip
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).parent / "web"
@@ -63,6 +64,7 @@ class ServerConfig:
     decode_workers: int = 2
     decode_timeout_s: float = 60.0
     decode_memory_mb: int = 4096
+    decode_cache: int = 16
     max_tokens_limit: int = 1024
     device: str | None = None
     num_frames: int | None = None
@@ -86,6 +88,7 @@ class State:
         self.load_error: str | None = None
         self.in_flight = 0
         self._lock = threading.Lock()
+        self.cache = DecodeCache(config.decode_cache)
         self._can_track: bool | None = None
 
     def can_track(self) -> bool:
@@ -204,8 +207,6 @@ def _resolve(state: State, conv: protocol.Conversation, tmp: Path) -> tuple[str 
 
 async def _decode(state: State, req: protocol.ChatRequest, conv: protocol.Conversation) -> tuple[Any, Any, Any]:
     """``(clip, decoded, timeline)``: media resolved into a temporary folder, decoded in a worker, folder removed."""
-    from .worker import WorkerError, decode_clip
-
     tmp = Path(tempfile.mkdtemp(prefix="affectllm-serve-"))
     try:
         video, audio = await run_in_threadpool(_resolve, state, conv, tmp)
@@ -214,12 +215,18 @@ async def _decode(state: State, req: protocol.ChatRequest, conv: protocol.Conver
             policy = replace(policy, faces=True)  # the page asked for the AU timeline: track the face anyway
         transcript = req.affect.transcript if req.affect else None
         clip = Clip(id=f"req-{uuid.uuid4().hex}", video=video, audio=audio, transcript=transcript, extra=extra)
-        try:
-            decoded, timeline = await run_in_threadpool(state.pool.call, decode_clip, policy, cfg, clip)
-        except WorkerError as err:
-            param = (conv.visual or conv.audio).param if (conv.visual or conv.audio) else None
-            message = str(err).replace(str(tmp) + "/", "")  # the client's part, not the server's temp path
-            raise ApiError(415, f"the media could not be decoded: {message}", param, f"decode_{err.kind}") from None
+        key = await run_in_threadpool(DecodeCache.key, (video, audio), policy.describe(), cfg, extra)
+        if (hit := state.cache.get(key)) is not None:
+            decoded, timeline = replace(hit[0], id=clip.id, transcript=transcript), hit[1]
+        else:
+            try:
+                decoded, timeline = await run_in_threadpool(state.pool.call, decode_clip, policy, cfg, clip)
+            except WorkerError as err:
+                param = (conv.visual or conv.audio).param if (conv.visual or conv.audio) else None
+                message = str(err).replace(str(tmp) + "/", "")  # the client's part, not the server's temp path
+                raise ApiError(415, f"the media could not be decoded: {message}", param,
+                               f"decode_{err.kind}") from None
+            state.cache.put(key, (decoded, timeline))
         if not (req.affect and req.affect.timeline):
             timeline = None
         return clip, decoded, timeline

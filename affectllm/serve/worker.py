@@ -7,11 +7,13 @@ dies (a decoder crash, the memory cap) is replaced too. Either way the request g
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing as mp
 import os
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +98,46 @@ class _Worker:
         self.process.kill()
         self.process.join(5)
         self.conn.close()
+
+
+class DecodeCache:
+    """The last ``size`` decoded clips by media content and decode settings: a clip asked about again (a second
+    question on the page) is not decoded again. Thread-safe; ``size`` 0 keeps nothing.
+
+    >>> cache = DecodeCache(1); cache.put("a", 1); cache.put("b", 2); cache.get("a"), cache.get("b")
+    (None, 2)
+    """
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(paths: tuple[str | None, ...], *settings: Any) -> str:
+        """sha256 of the files' bytes and the settings' ``repr`` (blocking: reads the files)."""
+        h = hashlib.sha256(repr(settings).encode())
+        for path in paths:
+            h.update(b"\0" if path is None else b"\1")
+            if path is not None:
+                with open(path, "rb") as fh:
+                    while block := fh.read(1 << 20):
+                        h.update(block)
+        return h.hexdigest()
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
 
 
 class WorkerPool:
