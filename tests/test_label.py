@@ -182,3 +182,26 @@ def test_ray_data_on_a_local_two_cpu_instance_gives_the_single_process_rows(stra
         ray.shutdown()
     assert [p.name for p in shard_paths(tmp_path)] == ["shard-ray.jsonl"]
     assert (tmp_path / LABELS_FILE).read_bytes() == straight
+
+
+def test_batch_responses_read_back_as_label_rows(tmp_path):
+    from affectllm.evaluation.posthoc import ConfidenceMap
+    from affectllm.serve.openai_batch import read_responses, row_to_response, write_responses
+
+    ours = {"id": "a", "labels": ["sad"], "confidence": 0.5, "confidence_raw": 0.6, "explanation": "AU15.",
+            "aus": ["AU15"], "raw": "<think>AU15.</think><answer>sad</answer><confidence>0.60</confidence>",
+            "error": None, "model": "cal", "fingerprint": "f"}
+    vllm = row_to_response(ours)
+    del vllm["response"]["body"]["affectllm"]  # what vLLM writes: the text only
+    vllm["custom_id"] = "b"
+    failed = {"id": "batch_req_x", "custom_id": "c", "response": None, "error": {"message": "timeout"}}
+    path = tmp_path / "out.jsonl"
+    write_responses([ours], path)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(vllm) + "\n" + json.dumps(failed) + "\n" + '{"custom_id": "d"}\n')
+    rows, problems = read_responses(path, ConfidenceMap("platt", a=0.0, b=0.0))
+    assert rows[0] == ours  # our own line: the row it carries
+    assert rows[1]["id"] == "b" and rows[1]["labels"] == ["sad"] and rows[1]["aus"] == ["AU15"]
+    assert rows[1]["confidence_raw"] == pytest.approx(0.6) and rows[1]["confidence"] == pytest.approx(0.5)
+    assert rows[2]["error"] == "timeout"
+    assert rows[3]["error"] == "no completion in the response" and problems == []

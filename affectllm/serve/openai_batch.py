@@ -137,3 +137,45 @@ def row_to_response(row: dict[str, Any]) -> dict[str, Any]:
 def write_responses(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> int:
     """Write label-output rows as a Batch response file (atomically); returns the number of lines."""
     return write_jsonl((row_to_response(r) for r in rows), path)
+
+
+def response_to_row(response: dict[str, Any], conf_map: Any = None) -> dict[str, Any]:
+    """A label-output row from a Batch response line (vLLM's ``run-batch`` output, or ours).
+
+    Lines this module wrote carry their row (``body.affectllm``) and return it as is; others are parsed with the one
+    parser, with ``conf_map`` (a :class:`~affectllm.evaluation.posthoc.ConfidenceMap`) applied when given, the
+    body's ``model`` as ``model`` and ``"openai-batch"`` as the fingerprint (no affectllm engine made them).
+    """
+    from ..parsing import parse_completion
+
+    body = (response.get("response") or {}).get("body") or {}
+    if isinstance(body.get("affectllm"), dict):
+        return body["affectllm"]
+    error = response.get("error")
+    row = {"id": str(response["custom_id"]), "labels": [], "confidence": None, "confidence_raw": None,
+           "explanation": "", "aus": [], "raw": "", "error": None, "model": body.get("model", ""),
+           "fingerprint": "openai-batch"}
+    if error or not body.get("choices"):
+        row["error"] = (error or {}).get("message") or "no completion in the response"
+        return row
+    text = body["choices"][0]["message"]["content"] or ""
+    pred = parse_completion(text)
+    conf = conf_map.apply(pred.confidence) if conf_map is not None else pred.confidence
+    row.update(labels=pred.labels, confidence=conf, confidence_raw=pred.confidence, explanation=pred.think,
+               aus=pred.aus, raw=text)
+    return row
+
+
+def read_responses(path: str | os.PathLike[str], conf_map: Any = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Label-output rows of a Batch response file (:func:`response_to_row`) and problems (``file:line: why``)."""
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for number, value, error in iter_jsonl(path):
+        if error is not None:
+            problems.append(f"{path}:{number}: {error.message}; {error.hint}")
+            continue
+        try:
+            rows.append(response_to_row(value, conf_map))
+        except (KeyError, TypeError, AttributeError, IndexError) as err:
+            problems.append(f"{path}:{number}: not a Batch response line ({type(err).__name__}: {err})")
+    return rows, problems
