@@ -1,40 +1,13 @@
-"""A label job's unit of work: a chunk of clips decoded together (in a worker) and generated in one call."""
+"""A label job's unit of work: a chunk of clips decoded together (in a worker, see
+:class:`~affectllm.serve.media_policy.ChunkDecoder`) and generated in one call."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
-from ..media.decode import MediaError
-from ..types import Clip, DecodedClip
 from .engine import Engine, GenerationOptions
-from .media_policy import MediaPolicy
-
-Decoded = tuple[Clip, DecodedClip | None, str | None]
-
-
-class ChunkDecoder(torch.utils.data.Dataset):
-    """Item ``k`` = chunk ``k`` decoded: ``[(clip, decoded or None, error or None), ...]`` (runs in a worker)."""
-
-    def __init__(self, chunks: list[list[Clip]], media: MediaPolicy) -> None:
-        self.chunks = chunks
-        self.media = media
-
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    def __getitem__(self, k: int) -> list[Decoded]:
-        out: list[Decoded] = []
-        for clip in self.chunks[k]:
-            try:
-                out.append((clip, self.media.decode(clip), None))
-            except Exception as err:  # noqa: BLE001 - a bad clip is its row's error, the job goes on
-                why = str(err) if isinstance(err, MediaError) else \
-                    f"{type(err).__name__}: {err} (while decoding {clip.video or clip.audio})"
-                out.append((clip, None, why))
-        return out
+from .media_policy import Decoded
 
 
 def label_chunk(engine: Engine, items: Sequence[Decoded], question: str | None, gen: GenerationOptions,

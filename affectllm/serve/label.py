@@ -25,8 +25,9 @@ from ..data.manifest import read_manifest
 from ..types import Clip
 from . import shards
 from .args import FORMATS, generation_from_args
-from .chunks import ChunkDecoder, Decoded, label_chunk
+from .chunks import label_chunk
 from .engine import Engine, GenerationOptions, ModelSettings
+from .media_policy import ChunkDecoder, Decoded
 
 
 @dataclass
@@ -92,7 +93,7 @@ def _worker_context() -> Any:
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["affectllm.serve.chunks", "affectllm.media.pipeline", "cv2", "av"])
+    ctx.set_forkserver_preload(["affectllm.serve.media_policy", "affectllm.media.pipeline", "cv2", "av"])
     return ctx
 
 

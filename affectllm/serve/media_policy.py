@@ -12,7 +12,7 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..media.decode import DecodeConfig
+from ..media.decode import DecodeConfig, MediaError
 from ..media.sampling import SamplingConfig
 from ..types import Clip, DecodedClip
 
@@ -87,3 +87,31 @@ def faces_available() -> bool:
         log.warning("face crops and AU features are off: %s", err)
         return False
     return True
+
+
+Decoded = tuple[Clip, DecodedClip | None, str | None]
+
+
+class ChunkDecoder:
+    """A map-style dataset: item ``k`` = chunk ``k`` decoded, ``[(clip, decoded or None, error or None), ...]``.
+
+    Runs in DataLoader workers; it lives here, beside the policy and away from torch and transformers, so a worker
+    unpickles it without importing the model stack."""
+
+    def __init__(self, chunks: list[list[Clip]], media: MediaPolicy) -> None:
+        self.chunks = chunks
+        self.media = media
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, k: int) -> list[Decoded]:
+        out: list[Decoded] = []
+        for clip in self.chunks[k]:
+            try:
+                out.append((clip, self.media.decode(clip), None))
+            except Exception as err:  # noqa: BLE001 - a bad clip is its row's error, the job goes on
+                why = str(err) if isinstance(err, MediaError) else \
+                    f"{type(err).__name__}: {err} (while decoding {clip.video or clip.audio})"
+                out.append((clip, None, why))
+        return out

@@ -21,8 +21,9 @@ import numpy as np
 
 from ..jsonl import dumps_row
 from . import shards
-from .chunks import ChunkDecoder, label_chunk
+from .chunks import label_chunk
 from .engine import Engine, GenerationOptions
+from .media_policy import ChunkDecoder
 
 
 def _line_id(line: str, input_format: str) -> str | None:
