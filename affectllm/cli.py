@@ -272,6 +272,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .config import RecipeError
     from .data.manifest import ManifestError
     from .data.sources._base import LayoutError
+    from .errors import UserError
     from .evaluation.label_file import InputError
     from .evaluation.tasks import TaskError
     from .inputs.features import FeatureCacheError
@@ -280,7 +281,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from .serve.shards import JobMismatchError
 
     return (RecipeError, ManifestError, LayoutError, InputError, TaskError, FeatureCacheError, MediaError,
-            FaceBackendError, JobMismatchError, FileNotFoundError)
+            FaceBackendError, JobMismatchError, FileNotFoundError, UserError)
 
 
 def main(argv: list[str] | None = None) -> int:

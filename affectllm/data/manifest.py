@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from affectllm import jsonl
+from affectllm.errors import UserError
 from affectllm.jsonl import write_jsonl
 from affectllm.taxonomy.facs import normalize_au
 from affectllm.types import Clip
@@ -393,7 +394,7 @@ def select_clips(manifest: str | None, split: str | None, max_samples: int | Non
         ValueError: no manifest given, or no usable clip in the split.
     """
     if not manifest:
-        raise ValueError("data.manifest is not set; pass data.manifest=PATH (e.g. one written by `affectllm data "
+        raise UserError("data.manifest is not set; pass data.manifest=PATH (e.g. one written by `affectllm data "
                          "synth`)")
     clips, problems = read_manifest(manifest, strict=False)
     for p in problems:
@@ -401,7 +402,7 @@ def select_clips(manifest: str | None, split: str | None, max_samples: int | Non
     if split:
         clips = [c for c in clips if c.split == split]
     if not clips:
-        raise ValueError(f"{manifest}: no usable clip in split {split!r}")
+        raise UserError(f"{manifest}: no usable clip in split {split!r}")
     if max_samples is not None and len(clips) > max_samples:
         clips = random.Random(seed).sample(clips, max_samples)
     return clips

@@ -34,6 +34,7 @@ from affectllm.emoworld.render import au_curves, render_video, sample_identity, 
 from affectllm.emoworld.text import caption, gold_labels, transcript
 from affectllm.emoworld.voice import espeak_available, render_espeak, render_voice, voice_params, write_wav
 from affectllm.emoworld.world import Knobs, Latent, resolve_knobs, sample_latent
+from affectllm.errors import UserError
 from affectllm.metrics import au_f1, ew_level1, hit_rate
 
 SOURCE = "emoworld"
@@ -176,9 +177,9 @@ def generate(out: str, n: int, seed: int, knobs: Knobs, progress: bool = True) -
         RuntimeError: ``voice=espeak`` without espeak-ng installed.
     """
     if n < 1:
-        raise ValueError(f"EmoWorld needs n >= 1 clips, got {n}")
+        raise UserError(f"EmoWorld needs n >= 1 clips, got {n}")
     if knobs.voice == "espeak" and not espeak_available():
-        raise RuntimeError("voice=espeak needs espeak-ng (apt-get install espeak-ng); use voice=numpy or auto")
+        raise UserError("voice=espeak needs espeak-ng (apt-get install espeak-ng); use voice=numpy or auto")
     root = Path(out)
     for sub in ("video", "audio"):
         (root / sub).mkdir(parents=True, exist_ok=True)

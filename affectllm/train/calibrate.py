@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config import Recipe
 from ..data.manifest import select_clips
+from ..errors import UserError
 from ..evaluation.posthoc import ConfidenceMap
 from ..evaluation.report import reliability_plot
 from ..evaluation.runner import Correctness, calibration_metrics, confidence_pairs, predict, score
@@ -47,7 +48,7 @@ def _completions(path: str | Path, clips: list, recipe: Recipe) -> list:
 def main(recipe: Recipe) -> dict[str, Any]:
     """Run stage 3 top to bottom (the shared stage body, then :func:`posthoc_and_compare`); return the report."""
     if not recipe.init_from:
-        raise ValueError("the calibration stage needs init_from (the GRPO or SFT output directory)")
+        raise UserError("the calibration stage needs init_from (the GRPO or SFT output directory)")
     return run_stage(recipe, build_trainer, finish=posthoc_and_compare)
 
 

@@ -18,6 +18,7 @@ from trl import SFTTrainer
 from ..config import Recipe, trainer_args
 from ..data.manifest import select_clips
 from ..data.prompts import QUESTIONS, choose_task
+from ..errors import UserError
 from ..inputs.collate import SftCollator
 from ..inputs.store import ClipStore
 from ..types import Clip
@@ -42,7 +43,7 @@ def sft_rows(clips: list[Clip], mix: dict[str, float], seed: int, confidence: fl
             continue
         rows.append({"id": clip.id, "task": task, "question": QUESTIONS[task], "target": target})
     if not rows:
-        raise ValueError("no clip has labels to train on")
+        raise UserError("no clip has labels to train on")
     return rows
 
 
