@@ -4,8 +4,12 @@ request at a time, side by side in one run (the ratio is the result; absolute ti
 Each setting starts `affectllm serve`'s app in this process on a free loopback port with the tiny random model, and
 the clients share ``--requests`` chat completions (one EmoWorld clip as a file URL, greedy, ``--max-tokens`` new
 tokens), each sending its share one after another. "one at a time" is the same server with ``max_batch_size=1``.
+Every request sends the same clip, so after the first it comes from the server's decode cache and the numbers are
+generation plus HTTP; ``--decode-cache 0`` decodes every request (then, with video, the face tracking in the decode
+workers is the bottleneck on CPU and batching cannot show).
 
-    .venv/bin/python bench/serve.py [--requests 32] [--max-tokens 32] [--media video|audio] [--quick]
+    .venv/bin/python bench/serve.py [--requests 32] [--max-tokens 32] [--media video|audio] [--decode-cache 16]
+                                    [--quick]
 
 ``--quick`` is a smoke run (1 and 4 clients, 4 requests, 4 new tokens): it measures nothing worth quoting.
 """
@@ -68,6 +72,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=32, help="new tokens per answer (default 32)")
     parser.add_argument("--media", choices=("video", "audio"), default="video",
                         help="the clip part: video (face tracking per request) or audio (cheap to decode)")
+    parser.add_argument("--decode-cache", type=int, default=16, help="the server's decode cache (0: off)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 and 4 clients, 4 requests, 4 tokens")
     args = parser.parse_args()
     levels, requests, max_tokens = ((1, 4), 4, 4) if args.quick else ((1, 4, 16), args.requests, args.max_tokens)
@@ -93,13 +98,13 @@ def main() -> int:
         rows = {}
         for mode, batch in (("batched", max(levels)), ("one at a time", 1)):
             config = ServerConfig(model=str(model_dir), media_root=str(root), device="cpu", max_batch_size=batch,
-                                  max_wait_ms=20.0, decode_workers=2)
+                                  max_wait_ms=20.0, decode_workers=2, decode_cache=args.decode_cache)
             with serve_in_thread(config, engine) as (base, _):
                 run_clients(base, "tiny-emo", part, 1, 1, max_tokens)  # warm-up: first decode, first generate
                 for clients in levels:
                     rows[mode, clients] = run_clients(base, "tiny-emo", part, clients, requests, max_tokens)
     print(f"tiny random model, CPU, {args.media} clips, {max_tokens} new tokens, {requests} requests per setting, "
-          f"torch threads {torch.get_num_threads()}")
+          f"decode cache {args.decode_cache}, torch threads {torch.get_num_threads()}")
     print(f"{'clients':>7} | {'batched req/s':>13} {'p50 s':>7} {'p90 s':>7} {'p99 s':>7} | "
           f"{'1-at-a-time req/s':>17} {'p50 s':>7} {'p90 s':>7} {'p99 s':>7} | speed-up")
     for clients in levels:

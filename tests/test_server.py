@@ -19,9 +19,10 @@ import torch
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
-from affectllm.serve.engine import Engine  # noqa: E402
+from affectllm.serve.engine import Engine, GenerationOptions  # noqa: E402
 from affectllm.serve.server import ServerConfig, serve_in_thread  # noqa: E402
 from affectllm.serve.worker import WorkerError, WorkerPool  # noqa: E402
+from affectllm.types import Clip  # noqa: E402
 
 KEY = "test-key"
 ANSWER = ("<think>The cheeks rise (AU6) and the lip corners pull up (AU12).</think><answer>happy, joy</answer>"
@@ -452,6 +453,48 @@ def test_remote_media_when_allowed_has_a_size_limit(engine, root, tmp_path):
             assert _status(client, messages=[{"role": "user", "content": [_video_part(f"{url}/big.mp4")]}])[0] == 413
     finally:
         files.shutdown()
+
+
+def _stub_batcher(max_wait_s):
+    """A Batcher whose ``run`` records each batch instead of generating."""
+    import asyncio
+
+    from affectllm.serve.batching import Batcher, Choice, Job
+
+    batches, ran = [], threading.Event()
+
+    def run(jobs):
+        batches.append([j.clip.id for j in jobs])
+        ran.set()
+        return [0] * len(jobs), [[Choice("", "stop", 0)] for _ in jobs]
+
+    batcher = Batcher(engine=None, max_batch_size=8, max_wait_s=max_wait_s)
+    batcher.run = run
+    loop = asyncio.new_event_loop()
+    job = lambda i: Job(clip=Clip(id=str(i)), decoded=None, question="q", gen=GenerationOptions(),  # noqa: E731
+                        loop=loop)
+    return batcher, job, batches, ran
+
+
+def test_a_request_alone_is_not_held_back_and_announced_ones_are_waited_for():
+    batcher, job, batches, ran = _stub_batcher(max_wait_s=600)
+    try:
+        batcher.expect()
+        batcher.submit(job(0))  # nothing else announced: generated at once, not after the 600 s wait
+        assert ran.wait(30) and batches == [["0"]]
+        ran.clear()
+        batcher.expect(2)  # two requests admitted and decoding
+        batcher.submit(job(1))
+        assert not ran.wait(0.5)  # the batch waits for the announced one ...
+        batcher.submit(job(2))
+        assert ran.wait(30) and batches[-1] == ["1", "2"]  # ... and both go in one generate call
+        ran.clear()
+        batcher.expect(2)
+        batcher.submit(job(3))
+        batcher.expect(-1)  # the other one failed to decode: stop waiting
+        assert ran.wait(30) and batches[-1] == ["3"]
+    finally:
+        batcher.close()
 
 
 def test_decode_workers_survive_hangs_memory_and_crashes():

@@ -2,8 +2,9 @@
 
 A :class:`Batcher` owns one generation thread. :meth:`Batcher.submit` queues a :class:`Job` (a decoded clip, its
 question and decoding settings); the thread takes the oldest job and every queued job that can share its
-``generate`` call (same question-independent decoding settings: :class:`~affectllm.serve.engine.GenerationOptions`
-are per call), waiting at most ``max_wait_s`` for more to arrive, up to ``max_batch_size``. Prompts differ per job
+``generate`` call (same decoding settings: :class:`~affectllm.serve.engine.GenerationOptions` are per call), up to
+``max_batch_size``, waiting at most ``max_wait_s`` for more, and only while requests announced by
+:meth:`Batcher.expect` (admitted, still decoding) may still join. Prompts differ per job
 (each clip its own question, through :func:`affectllm.inputs.collate.build_prompt_inputs`); a conversation with
 earlier turns runs alone (:meth:`Engine.chat_inputs` builds one prompt). Text goes back to each job's asyncio queue
 as it is generated (:class:`BatchStreamer`, a transformers streamer that follows every row of the batch), then the
@@ -149,14 +150,23 @@ class Batcher:
         self.batch_sizes: list[int] = []
         self.last_batch_s = 0.0
         self._pending: list[Job] = []
+        self._incoming = 0
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="affectllm-generate", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job) -> None:
-        """Queue ``job`` (its events arrive on ``job.events``)."""
+    def expect(self, count: int = 1) -> None:
+        """Announce ``count`` requests that are being decoded and will be submitted (-1: one will not be). A batch
+        waits for more jobs only while some are announced, so a request alone is never held back."""
         with self._cond:
+            self._incoming += count
+            self._cond.notify_all()
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` (its events arrive on ``job.events``), one announced by :meth:`expect`."""
+        with self._cond:
+            self._incoming -= 1
             self._pending.append(job)
             self._cond.notify_all()
 
@@ -183,7 +193,7 @@ class Batcher:
             while True:
                 batch = [j for j in self._pending if j.key() == key][: self.max_batch_size]
                 left = deadline - time.monotonic()
-                if len(batch) >= self.max_batch_size or left <= 0:
+                if len(batch) >= self.max_batch_size or left <= 0 or self._incoming <= 0:
                     break
                 self._cond.wait(left)
             self._pending = [j for j in self._pending if all(j is not b for b in batch)]

@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException
 from ..types import Clip
 from . import protocol
 from .media_io import ApiError, MediaLimits, input_audio, list_media, resolve_url
-from .worker import DecodeCache, WorkerError, decode_clip
+from .worker import DecodeCache, WorkerError, WorkerPool, decode_clip
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).parent / "web"
@@ -111,7 +111,6 @@ class State:
         """Load the engine (unless given), start the decode workers and the batcher; errors are kept for /health."""
         from .batching import Batcher
         from .engine import Engine
-        from .worker import WorkerPool
 
         cfg = self.config
         try:
@@ -250,14 +249,16 @@ async def chat_completions(state: State, request: Request) -> Any:
     gen = protocol.generation_options(req, state.config.max_tokens_limit)
     conv = protocol.conversation(req)
     state.admit()
+    state.batcher.expect()
     try:
         clip, decoded, timeline = await _decode(state, req, conv)
         job = Job(clip=clip, decoded=decoded, question=state.engine.question(conv.question), gen=gen,
                   history=conv.history, stream=req.stream, loop=asyncio.get_running_loop())
-        state.batcher.submit(job)
     except BaseException:
+        state.batcher.expect(-1)
         state.release()
         raise
+    state.batcher.submit(job)
     chunks = protocol.Chunks(f"chatcmpl-{uuid.uuid4().hex}", state.model_name, state.engine.fingerprint)
     affect = {"modalities": [m for m in decoded.present() if m in state.engine.modalities],
               "timeline": _timeline_json(timeline)}
