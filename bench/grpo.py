@@ -288,13 +288,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="affectllm-bench-grpo-"))
     assert synth_main(str(work / "ew"), args.clips, 0, overrides=["size=48", "fps=8"]) == 0
     manifest = work / "ew" / "manifest.jsonl"
-    variants, memory_variants = {}, {}
-    if "tiny" in args.models:
-        variants["tiny preset"] = memory_variants["tiny preset"] = ["preset=tiny"]
-    if "small" in args.models and not args.quick:
-        small = small_tower_overrides(str(work / "towers"))
-        variants["small towers (CLIP-256x4, Whisper-256x4)"] = small
-        memory_variants["SmolLM2-135M, 256-wide towers"] = ["preset=smollm2-135m", *small]
+    variants, memory_variants = model_variants(args.models if not args.quick else ["tiny"], work)
     for i, (label, overrides) in enumerate(variants.items()):
         if not {"dedup", "sft"} & set(args.only):
             break
@@ -313,6 +307,18 @@ def main() -> None:
               "completion tokens, "
               f"vocab {mem['vocab']}: {mem['fork']:.0f} MiB forked log-probs vs {mem['fused']:.0f} MiB TRL fused "
               f"head (fused / fork {mem['fused'] / max(mem['fork'], 1e-9):.2f})")
+
+
+def model_variants(models: list[str], work: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Model overrides by label for parts (a, b) and for part (c)."""
+    variants, memory_variants = {}, {}
+    if "tiny" in models:
+        variants["tiny preset"] = memory_variants["tiny preset"] = ["preset=tiny"]
+    if "small" in models:
+        small = small_tower_overrides(str(work / "towers"))
+        variants["small towers (CLIP-256x4, Whisper-256x4)"] = small
+        memory_variants["SmolLM2-135M, 256-wide towers"] = ["preset=smollm2-135m", *small]
+    return variants, memory_variants
 
 
 def print_dedup(g: dict[str, dict[str, float]], steps: int, group: int) -> None:

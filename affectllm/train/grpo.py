@@ -61,6 +61,11 @@ _KEYWORD_MODALITY: dict[str, str] = {
 }
 
 
+def unwrapped(model: Any) -> Any:
+    """The affectllm model under a PEFT wrapper (``model`` itself when there is none)."""
+    return model.get_base_model() if is_peft_model(model) else model
+
+
 def encode_frozen(policy: Any, fields: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Replace the raw media of frozen towers by their encoder outputs (``[u, l, d]``), once per unique clip.
 
@@ -177,16 +182,12 @@ class AffectGRPOTrainer(GRPOTrainer):
         # The media the log-prob pass scores: the generation batch's, or the micro-batch's inside _compute_loss.
         self._scoring: GroupMedia | None = None
 
-    def _policy(self) -> Any:
-        model = self.accelerator.unwrap_model(self.model)
-        return model.get_base_model() if is_peft_model(model) else model
-
     def _tokenize_prompts(self, prompts: list) -> tuple[list[list[int]], None, dict[str, torch.Tensor]]:
         """mirrors trl==1.16.0 trl/trainer/grpo_trainer.py:1684 _tokenize_prompts, with each row's clip media."""
         if len(self._batch_ids) != len(prompts):
             raise RuntimeError(f"internal: {len(prompts)} prompts for {len(self._batch_ids)} clip ids")
         clips = [self.clips[i] for i in self._batch_ids]
-        policy = self._policy()
+        policy = unwrapped(self.accelerator.unwrap_model(self.model))
         allowed = policy.config.enabled_modalities()
         decoded = [self.clip_store.get(c) for c in clips]
         present = [present_modalities(d, allowed) for d in decoded]
