@@ -227,6 +227,9 @@ class AffectGRPOTrainer(GRPOTrainer):
         """mirrors trl==1.16.0 trl/trainer/grpo_trainer.py:1419 _get_per_token_logps_and_entropies: TRL's own code
         per chunk, the chunk's media bound as extra model inputs.
 
+        No ``[b, c, V]`` logits on Triton devices; on CPU TRL's kernel scores every position (prompt included) in
+        torch-op tiles, which takes more memory than full completion logits would (``bench/grpo.py`` part c).
+
         Returns:
             log-probs ``[b, c]`` of the completion tokens, entropies ``[b, c]`` (or None), MoE aux loss (or None).
         """
