@@ -4,6 +4,8 @@
     the main process generates) vs decoding in the main process (``--num-workers 0``), one process each; and the
     split of one chunk's time into decoding and generation, which says whether a job is decode- or model-bound.
 (b) clips/s with 2 ``torchrun`` processes vs 1 (each with one decode worker).
+(c) decoding throughput once the workers run (2 DataLoader workers vs the main process), without the start-up
+    (forkserver, imports, face graphs: seconds) that a short job pays and a long one does not notice.
 
 clips/s is the whole job's (the summary line of ``affectllm label``: model load and worker start-up included, as a
 user waits for them; Python start-up and imports excluded). Every run labels the same clips into a fresh folder;
@@ -64,6 +66,26 @@ def split(manifest: Path, model: Path, batch: int, tokens: int) -> tuple[float, 
     return mid - start, time.perf_counter() - mid
 
 
+def steady_decode(manifest: Path, model: Path, batch: int, workers: int) -> float:
+    """Decoded clips/s once running (the first chunk, which pays the worker start-up, is not counted)."""
+    import torch
+
+    from affectllm.data.manifest import read_manifest
+    from affectllm.serve.engine import ModelSettings
+    from affectllm.serve.label import _as_is, _worker_context, _worker_init, chunked
+    from affectllm.serve.media_policy import ChunkDecoder
+
+    chunks = chunked(read_manifest(manifest)[0], batch)
+    data = ChunkDecoder(chunks, ModelSettings.read(model).media)
+    extra = {"worker_init_fn": _worker_init, "multiprocessing_context": _worker_context()} if workers else {}
+    batches = iter(torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers, collate_fn=_as_is,
+                                               **extra))
+    next(batches)
+    start = time.perf_counter()
+    count = sum(len(items) for items in batches)
+    return count / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="12 clips, short answers")
@@ -82,6 +104,7 @@ def main() -> None:
                  "2 processes (torchrun)": run([*torchrun, "--num-workers", "1"], tmp / "d")}
         labels = {k: (tmp / k / "labels.jsonl").read_bytes() for k in "abcd"}
         decode_s, generate_s = split(manifest, model, batch, tokens)
+        steady = {w: steady_decode(manifest, model, batch, w) for w in (0, 2)}
     print(f"label bench: {n} EmoWorld clips (96 px, 12 fps), tiny model, batch {batch}, {tokens} new tokens, "
           f"{os.cpu_count()} CPU cores")
     for name, rate in rates.items():
@@ -91,6 +114,8 @@ def main() -> None:
     print(f"  (b) 2 processes / 1 process:            {rates['2 processes (torchrun)'] / rates['1 process']:.2f}x")
     print(f"  one chunk of {batch}: decode {decode_s:.2f} s, generate {generate_s:.2f} s "
           f"({'decode' if decode_s > generate_s else 'model'}-bound when decoding is not overlapped)")
+    print(f"  (c) decoding once running (first chunk not counted): 2 workers {steady[2]:.2f} clips/s vs main "
+          f"process {steady[0]:.2f} clips/s ({steady[2] / steady[0]:.2f}x)")
     print(f"  rows identical across the four runs: {len(set(labels.values())) == 1}")
 
 
