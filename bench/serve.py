@@ -1,9 +1,10 @@
 """Server benchmark: throughput and latency percentiles at 1, 4 and 16 concurrent clients, batched generation vs one
 request at a time, side by side in one run (the ratio is the result; absolute times depend on the machine).
 
-Each setting starts `affectllm serve`'s app in this process on a free loopback port with the tiny random model, and
-the clients share ``--requests`` chat completions (one EmoWorld clip as a file URL, greedy, ``--max-tokens`` new
-tokens), each sending its share one after another. "one at a time" is the same server with ``max_batch_size=1``.
+Two servers (`affectllm serve`'s app, batched and one at a time: ``max_batch_size=1``) run in this process on free
+loopback ports with the tiny random model, and each level runs on both in turn, so the machine's drift hits both.
+The clients share ``--requests`` chat completions (one EmoWorld clip as a file URL, greedy, ``--max-tokens`` new
+tokens), each sending its share one after another.
 Every request sends the same clip, so after the first it comes from the server's decode cache and the numbers are
 generation plus HTTP; ``--decode-cache 0`` decodes every request (then, with video, the face tracking in the decode
 workers is the bottleneck on CPU and batching cannot show).
@@ -17,6 +18,7 @@ workers is the bottleneck on CPU and batching cannot show).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -96,13 +98,18 @@ def main() -> int:
         clip = next((root / args.media).glob("*.mp4" if args.media == "video" else "*.wav"))
         part = {"type": f"{args.media}_url", f"{args.media}_url": {"url": clip.as_uri()}}
         rows = {}
-        for mode, batch in (("batched", max(levels)), ("one at a time", 1)):
-            config = ServerConfig(model=str(model_dir), media_root=str(root), device="cpu", max_batch_size=batch,
-                                  max_wait_ms=20.0, decode_workers=2, decode_cache=args.decode_cache)
-            with serve_in_thread(config, engine) as (base, _):
-                run_clients(base, "tiny-emo", part, 1, 1, max_tokens)  # warm-up: first decode, first generate
-                for clients in levels:
-                    rows[mode, clients] = run_clients(base, "tiny-emo", part, clients, requests, max_tokens)
+        modes = {"batched": max(levels), "one at a time": 1}
+        with contextlib.ExitStack() as stack:  # both servers up at once, run in turn per level: drift hits both
+            bases = {}
+            for mode, batch in modes.items():
+                config = ServerConfig(model=str(model_dir), media_root=str(root), device="cpu",
+                                      max_batch_size=batch, max_wait_ms=20.0, decode_workers=2,
+                                      decode_cache=args.decode_cache)
+                bases[mode] = stack.enter_context(serve_in_thread(config, engine))[0]
+                run_clients(bases[mode], "tiny-emo", part, 1, 1, max_tokens)  # warm-up: first decode and generate
+            for clients in levels:
+                for mode in modes:
+                    rows[mode, clients] = run_clients(bases[mode], "tiny-emo", part, clients, requests, max_tokens)
     print(f"tiny random model, CPU, {args.media} clips, {max_tokens} new tokens, {requests} requests per setting, "
           f"decode cache {args.decode_cache}, torch threads {torch.get_num_threads()}")
     print(f"{'clients':>7} | {'batched req/s':>13} {'p50 s':>7} {'p90 s':>7} {'p99 s':>7} | "
