@@ -232,3 +232,35 @@ def test_grpo_steps_train_the_projectors_and_lora(mixed, tmp_path):
         assert key in keys, (key, sorted(keys))
     assert all("affect/parse_failure_rate" in row for row in logged if "loss" in row)  # logged every step
     assert any("<audio>" in p for p in trainer._logs["prompt"])  # TRL logs the prompt the model saw
+
+
+def test_encode_frozen_keeps_the_audio_mask_and_runs_absent_towers_under_zero3(tiny, monkeypatch):
+    """A waveform tower's padding mask reaches the encoder and stays for pooling; under ZeRO-3 a frozen tower the
+    batch lacks still runs (on a dummy), so no rank skips the collective gather its forward does."""
+    model, _ = tiny
+    frozen = [m for m in ("video", "audio", "face") if m in model.model.encoders]
+    before = {n: p.requires_grad for m in frozen for n, p in model.model.encoders[m].named_parameters(prefix=m)}
+    for m in frozen:
+        model.model.encoders[m].requires_grad_(False)
+    calls: list[tuple[str, object]] = []
+    real_encode, real_dummy = model.encode_media, model.tower_dummy
+    monkeypatch.setattr(model, "encode_media", lambda m, v, mask=None: calls.append(("encode", m, mask)) or
+                        real_encode(m, v, mask))
+    monkeypatch.setattr(model, "tower_dummy", lambda m, like: calls.append(("dummy", m, None)) or real_dummy(m, like))
+    sub = model.config.encoder_config("audio")
+    audio = torch.zeros((2, sub.num_mel_bins, 2 * sub.max_source_positions))
+    mask = torch.ones((2, 10), dtype=torch.long)
+    fields = {"audio_values": audio, "audio_attention_mask": mask}
+    try:
+        out = grpo.encode_frozen(model, fields, torch.device("cpu"))
+        assert "audio_features" in out and "audio_values" not in out
+        assert out["audio_attention_mask"] is mask  # kept for pooling over each clip's frames
+        assert calls == [("encode", "audio", mask)]  # no dummy passes outside ZeRO-3
+        calls.clear()
+        monkeypatch.setattr(grpo, "is_deepspeed_zero3_enabled", lambda: True)
+        grpo.encode_frozen(model, fields, torch.device("cpu"))
+        assert [c[:2] for c in calls] == [("dummy", "video"), ("encode", "audio"), ("dummy", "face")]
+    finally:
+        for m in frozen:
+            for n, p in model.model.encoders[m].named_parameters(prefix=m):
+                p.requires_grad_(before[n])

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 from accelerate.utils import is_peft_model
+from transformers.integrations import is_deepspeed_zero3_enabled
 from trl import GRPOConfig, GRPOTrainer
 
 from ..config import Recipe, trainer_args
@@ -58,6 +59,7 @@ ROW_COLUMNS = ("prompt", "id", "question")
 _KEYWORD_MODALITY: dict[str, str] = {
     **{m.model_input: m.name for m in MODALITY_TABLE},
     **{m.feature_input: m.name for m in MODALITY_TABLE if m.feature_input},
+    **{m.mask_input: m.name for m in MODALITY_TABLE if m.mask_input},  # padding masks travel with their media
 }
 
 
@@ -70,7 +72,11 @@ def encode_frozen(policy: Any, fields: dict[str, torch.Tensor], device: torch.de
     """Replace the raw media of frozen towers by their encoder outputs (``[u, l, d]``), once per unique clip.
 
     Generation and every later log-prob pass then reuse them: a clip is encoded once per step. Trainable towers
-    (and the AU encoder, which always trains) keep raw media, so they get gradients in the loss.
+    (and the AU encoder, which always trains) keep raw media, so they get gradients in the loss. A padding mask
+    (``audio_attention_mask`` of waveform towers) goes into the encoder and stays in the fields, so the model pools
+    each clip over its own frames. Under ZeRO-3 a frozen tower the batch lacks runs on a dummy
+    (:meth:`~affectllm.model.modeling.AffectLlmModel.tower_dummy`): running a tower gathers its partitioned
+    parameters collectively, so every rank must run every tower, in :data:`~affectllm.types.MODALITIES` order.
 
     Args:
         policy: the unwrapped model (no PEFT, no DDP).
@@ -78,12 +84,20 @@ def encode_frozen(policy: Any, fields: dict[str, torch.Tensor], device: torch.de
         device: where the towers run.
     """
     out = dict(fields)
+    zero3 = is_deepspeed_zero3_enabled()
+    like = next(policy.parameters())
     for m in MODALITY_TABLE:
-        if m.model_input not in fields or m.feature_input is None:
+        if m.feature_input is None or m.name not in policy.model.encoders:
             continue
-        if not any(p.requires_grad for p in policy.model.encoders[m.name].parameters()):
-            out[m.feature_input] = policy.encode_media(m.name, fields[m.model_input].to(device)).detach()
+        if any(p.requires_grad for p in policy.model.encoders[m.name].parameters()):
+            continue
+        if m.model_input in fields:
+            mask = fields.get(m.mask_input) if m.mask_input else None
+            mask = mask.to(device) if mask is not None else None
+            out[m.feature_input] = policy.encode_media(m.name, fields[m.model_input].to(device), mask).detach()
             del out[m.model_input]
+        elif zero3:
+            policy.tower_dummy(m.name, like)
     return out
 
 
