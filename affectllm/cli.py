@@ -24,7 +24,7 @@ def _demo(a: argparse.Namespace) -> int:
 def _data_check(a: argparse.Namespace) -> int:
     from .data.check import check_main
 
-    return check_main(a.manifest, probe=a.probe, workers=a.workers, max_print=a.max_print)
+    return check_main(a.manifest, probe=a.probe, workers=a.workers, max_print=a.max_print, allow_roots=a.allow_root)
 
 
 def _data_import(a: argparse.Namespace) -> int:
@@ -46,10 +46,17 @@ def _data_synth(a: argparse.Namespace) -> int:
 
 
 def _data_prep(a: argparse.Namespace) -> int:
+    from .data.roots import media_roots
     from .inputs.prep import PrepConfig, prep_main
 
     config = PrepConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(PrepConfig)})
-    return prep_main(a.manifest, a.out, config)
+    return prep_main(a.manifest, a.out, config, roots=media_roots(a.manifest, a.allow_root))
+
+
+def _add_allow_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-root", action="append", default=[], metavar="DIR",
+                   help="a folder outside the manifest's own that media may lie in (repeatable; also read from "
+                   "MANIFEST.roots beside the manifest); paths leading elsewhere are refused")
 
 
 def _add_prep_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,6 +83,7 @@ def _add_prep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help=f"do not {h['progress']}")
     p.add_argument("--cache-features", action="store_true", help=h["cache_features"])
     p.add_argument("--model", default=d.model, help=h["model"])
+    _add_allow_root(p)
 
 
 def _train(a: argparse.Namespace) -> int:
@@ -183,6 +191,7 @@ def _add_data_commands(sub: Any) -> None:
                    help="check existence/readability only, don't open media")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--max-print", type=int, default=200, help="print at most this many problems")
+    _add_allow_root(p)
     # Intermixed so that `data import NAME ROOT --out M key=value` (the order data_cards/README.md shows) parses:
     # plain argparse stops filling the trailing positional once an option has been seen.
     dsub._parser_class = _IntermixedParser

@@ -172,7 +172,7 @@ def test_cli_arguments_reach_prep(media: Path, tmp_path: Path) -> None:
 
     manifest = _manifest(tmp_path / "m.jsonl", [{"id": "p", "video": str(media / "plain.mp4")}])
     argv = ["data", "prep", str(manifest), "--out", str(tmp_path / "o"), "--no-faces", "--no-progress",
-            "--num-frames", "4", "--backend", "pyav", "--max-side", "48"]
+            "--num-frames", "4", "--backend", "pyav", "--max-side", "48", "--allow-root", str(media)]
     assert main(argv) == 0
     row = _rows(tmp_path / "o")[0]
     assert row["frames"] == 4 and row["backend"] == "pyav"

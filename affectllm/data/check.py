@@ -20,14 +20,32 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from affectllm.data.manifest import MEDIA_FIELDS, Problem, iter_manifest
-from affectllm.media.common import MediaError, MediaInfo, MediaWindowError, Window, clamp_window, clip_window
+from affectllm.data.prompts import MAX_TRANSCRIPT_CHARS
+from affectllm.data.roots import media_roots
+from affectllm.media.common import (
+    MIN_AUDIO_S,
+    DecodeConfig,
+    MediaError,
+    MediaInfo,
+    MediaLimitError,
+    MediaWindowError,
+    Window,
+    check_limits,
+    clamp_window,
+    clip_window,
+    path_problem,
+)
 from affectllm.types import Clip
+
+LIMITS = DecodeConfig()
+"""The limits ``data check`` holds files to: the decoder's defaults, which ``data prep``'s defaults keep."""
 
 
 @dataclass
@@ -66,13 +84,15 @@ class FileCheck:
 
 
 def _file_error(path: Path) -> tuple[str, str] | None:
-    """A missing, empty or unreadable file: (message, hint); None when the bytes can be read (or it is a folder)."""
-    if not path.exists():
-        return f"file not found: {path}", "fix the path (it is relative to the manifest's folder) or add the file"
+    """A missing, empty, special or unreadable file: (message, hint); None when its bytes can be read (or it is a
+    folder, read as frames). The decoder's own :func:`~affectllm.media.common.path_problem` says what it is."""
+    problem = path_problem(str(path), folder_ok=True)
+    if problem is not None:
+        hint = ("re-copy or re-extract the file" if problem.startswith("empty") else
+                "fix the path (it is relative to the manifest's folder) or add the file")
+        return f"{problem}: {str(path)[:300]}", hint
     if path.is_dir():
         return None
-    if path.stat().st_size == 0:
-        return f"empty file: {path}", "re-copy or re-extract the file"
     try:
         with open(path, "rb") as fh:
             fh.read(1)
@@ -113,6 +133,11 @@ def probe_file(path: str, kind: str, open_media: bool = True) -> FileCheck:
         found = ", ".join(check.streams) or "none"
         check.error = f"has no {kind} stream (streams: {found})"
         check.hint = f"move it to the field of the stream it has, or give a file with {kind}"
+    elif kind == "video" and check.info.num_frames == 0:
+        check.error, check.hint = "the video stream has no frames", "re-encode or replace it"
+    elif kind == "audio" and (check.info.duration_s or 0.0) < MIN_AUDIO_S:
+        check.error = f"no audio samples to use ({check.info.duration_s or 0:.4f} s, under {MIN_AUDIO_S * 1000:g} ms)"
+        check.hint = "give a longer recording or drop the row's 'audio'"
     return check
 
 
@@ -156,13 +181,35 @@ def _window(clip: Clip, media: list[FileCheck]) -> tuple[Window | None, str | No
         return None, str(err), []
 
 
+def _limit_error(check: FileCheck, clip: Clip) -> str | None:
+    """The decoder's limits (:func:`~affectllm.media.common.check_limits`, ``data prep``'s defaults) on a file."""
+    if check.info is None:
+        return None
+    try:
+        check_limits(check.info, LIMITS, clip_window(clip))
+    except MediaLimitError as err:
+        return str(err)
+    return None
+
+
+def _row_problems(line: int, clip: Clip, path: str) -> list[Problem]:
+    """What ``data check`` says of the row itself: a transcript the prompts cut."""
+    if clip.transcript and len(clip.transcript) > MAX_TRANSCRIPT_CHARS:
+        return [Problem(line, "transcript", f"{len(clip.transcript)} characters: prompts cut it to the first "
+                        f"{MAX_TRANSCRIPT_CHARS}", "shorten it, or split the clip", "warning", clip.id, path)]
+    return []
+
+
 def _media_problems(line: int, clip: Clip, checks: dict[tuple[str, str], FileCheck], path: str) -> list[Problem]:
-    out = []
+    out = _row_problems(line, clip, path)
     media = [(kind, checks[(getattr(clip, kind), kind)]) for kind in MEDIA_FIELDS if getattr(clip, kind)]
     for kind, check in media:
-        if check.error is not None:
-            out.append(Problem(line, kind, check.error, check.hint, id=clip.id, path=path))
-    _, error, warnings = _window(clip, [c for _, c in media if c.error is None])
+        error = check.error or _limit_error(check, clip)
+        if error is not None:
+            hint = check.hint if check.error else "the limits are data prep's (affectllm data prep --help)"
+            out.append(Problem(line, kind, error, hint, id=clip.id, path=path))
+    media = [(kind, check) for kind, check in media if check.error is None]
+    _, error, warnings = _window(clip, [c for _, c in media])
     if error is not None:
         out.append(Problem(line, "start", error, "start/end are seconds into the row's media", id=clip.id, path=path))
     out += [Problem(line, "end", w, "decoding clamps it; check the times", "warning", clip.id, path) for w in warnings]
@@ -189,13 +236,15 @@ def _stills_note(infos: dict[tuple[str, str], FileCheck]) -> str | None:
     )
 
 
-def check_manifest(manifest: str | os.PathLike[str], probe: bool = True, workers: int = 4) -> CheckReport:
+def check_manifest(manifest: str | os.PathLike[str], probe: bool = True, workers: int = 4,
+                   roots: Sequence[str] | None = None) -> CheckReport:
     """Validate every row of a manifest and check every media file it names.
 
     Args:
         manifest: the JSONL manifest.
         probe: open media (streams, duration); when False only existence and readability are checked.
         workers: threads probing files.
+        roots: folders media may lie in (:func:`affectllm.data.roots.media_roots`); None: anywhere.
 
     Returns:
         A :class:`CheckReport` (problems in line order).
@@ -204,7 +253,7 @@ def check_manifest(manifest: str | os.PathLike[str], probe: bool = True, workers
         OSError: the manifest cannot be opened.
     """
     report = CheckReport()
-    rows: list[tuple[int, Clip | None, list[Problem]]] = list(iter_manifest(manifest))
+    rows: list[tuple[int, Clip | None, list[Problem]]] = list(iter_manifest(manifest, roots))
     wanted = {(getattr(c, k), k) for _, c, _ in rows if c is not None for k in MEDIA_FIELDS if getattr(c, k)}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         jobs = {key: pool.submit(probe_file, key[0], key[1], probe) for key in sorted(wanted)}
@@ -218,9 +267,10 @@ def check_manifest(manifest: str | os.PathLike[str], probe: bool = True, workers
             report.splits[clip.split or "(none)"] += 1
             report.sources[clip.source or "(none)"] += 1
             media = [infos[(m, k)] for k, m in (("video", clip.video), ("audio", clip.audio)) if m]
-            report.duration += _clip_seconds(clip, media)
         if clip is None or any(p.is_error for p in problems):
             report.bad_rows += 1
+        else:
+            report.duration += _clip_seconds(clip, media)
         report.problems.extend(problems)
     note = _stills_note(infos)
     report.notes += [note] if note else []
@@ -230,16 +280,17 @@ def check_manifest(manifest: str | os.PathLike[str], probe: bool = True, workers
 def _print_report(report: CheckReport, manifest: str, max_print: int) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(highlight=False, soft_wrap=True)
     for problem in report.problems[:max_print]:
-        style = "red" if problem.is_error else "yellow"
-        console.print(f"[{style}]{problem}[/{style}]", markup=True)
+        # Text, not markup: ids and paths come from the data and may hold "[/red]"-like brackets.
+        console.print(Text(str(problem), style="red" if problem.is_error else "yellow"))
     if len(report.problems) > max_print:
         console.print(f"... and {len(report.problems) - max_print} more problems (see the counts below)")
     for note in report.notes:
         console.print(f"note: {note}", markup=False)
-    table = Table(title=f"data check: {manifest}", show_header=False)
+    table = Table(title=Text(f"data check: {manifest}"), show_header=False)
     table.add_row("rows", str(report.rows))
     table.add_row("rows ok", str(report.rows - report.bad_rows))
     table.add_row("rows with errors", f"[red]{report.bad_rows}[/red]" if report.bad_rows else "0")
@@ -247,8 +298,8 @@ def _print_report(report: CheckReport, manifest: str, max_print: int) -> None:
     how = "opened" if report.opened else "existence only"
     table.add_row("media files checked", f"{report.probed} ({how})")
     table.add_row("modalities", _counts(report.modalities))
-    table.add_row("splits", _counts(report.splits))
-    table.add_row("sources", _counts(report.sources))
+    table.add_row("splits", Text(_counts(report.splits)))
+    table.add_row("sources", Text(_counts(report.sources)))
     if report.opened:
         table.add_row("media duration", f"{report.duration / 3600:.2f} h ({report.duration:.1f} s)")
     by_field = Counter(f"{p.field.split('[')[0]} ({p.severity})" for p in report.problems)
@@ -261,7 +312,8 @@ def _counts(counter: Counter[Any]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in counter.most_common()) or "-"
 
 
-def check_main(manifest: str, probe: bool = True, workers: int = 4, max_print: int = 200) -> int:
+def check_main(manifest: str, probe: bool = True, workers: int = 4, max_print: int = 200,
+               allow_roots: Sequence[str] | None = ()) -> int:
     """Entry point of ``affectllm data check MANIFEST``.
 
     Args:
@@ -269,16 +321,24 @@ def check_main(manifest: str, probe: bool = True, workers: int = 4, max_print: i
         probe: open every media file (``--no-probe`` checks existence only).
         workers: threads probing media files.
         max_print: print at most this many problems (all are counted in the summary).
+        allow_roots: folders besides the manifest's own (and its roots file's) that media may lie in
+            (``--allow-root``); None reads media anywhere.
 
     Returns:
-        0 when every row is usable, 1 when any row has an error, 2 when the manifest cannot be read.
+        0 when every row is usable, 1 when any row has an error or the manifest has no row, 2 when the manifest
+        cannot be read.
     """
-    try:
-        report = check_manifest(manifest, probe=probe, workers=workers)
-    except OSError as err:
-        from rich.console import Console
+    from rich.console import Console
+    from rich.text import Text
 
-        Console(stderr=True).print(f"[red]cannot read manifest {manifest}: {err.strerror or err}[/red]")
+    roots = None if allow_roots is None else media_roots(manifest, allow_roots)
+    try:
+        report = check_manifest(manifest, probe=probe, workers=workers, roots=roots)
+    except OSError as err:
+        Console(stderr=True).print(Text(f"cannot read manifest {manifest}: {err.strerror or err}", style="red"))
         return 2
     _print_report(report, manifest, max_print)
+    if not report.rows:
+        Console(stderr=True).print(Text(f"warning: {manifest} has no row (empty, or blank lines only)", "yellow"))
+        return 1
     return 1 if report.bad_rows else 0

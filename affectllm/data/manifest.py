@@ -37,12 +37,13 @@ import logging
 import math
 import os
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from affectllm import jsonl
+from affectllm.data.roots import outside, roots_file, write_roots
 from affectllm.errors import UserError
 from affectllm.jsonl import write_jsonl
 from affectllm.taxonomy.facs import normalize_au
@@ -259,10 +260,30 @@ def row_to_clip(row: dict[str, Any], base_dir: str | os.PathLike[str] = ".") -> 
     )
 
 
-def iter_manifest(path: str | os.PathLike[str]) -> Iterator[tuple[int, Clip | None, list[Problem]]]:
+def _escapes(clip: Clip, line: int, path: str, roots: Sequence[str]) -> list[Problem]:
+    """An error per media path of ``clip`` that leads outside every root (``..``, absolute, or a symlink)."""
+    out = []
+    for key in MEDIA_FIELDS:
+        value = getattr(clip, key)
+        real = outside(value, roots) if value else None
+        if real is not None:
+            out.append(Problem(
+                line, key, f"{value[:300]} leads to {real[:300]}, outside the manifest's folder and the allowed roots",
+                f"move the file under {roots[0]}, or allow its folder (--allow-root DIR, or a line in "
+                f"{roots_file(path).name})", id=clip.id, path=path))
+    return out
+
+
+def iter_manifest(path: str | os.PathLike[str], roots: Sequence[str] | None = None
+                  ) -> Iterator[tuple[int, Clip | None, list[Problem]]]:
     """Yield ``(line_number, clip_or_None, problems)`` per non-blank line; ``clip`` is None when the row has errors.
 
     Duplicate ids are errors on every occurrence after the first.
+
+    Args:
+        path: the manifest.
+        roots: when given, a media path leading outside every one of these folders is an error on its field
+            (:func:`affectllm.data.roots.media_roots` gives the default list); None reads any path.
     """
     base = Path(path).resolve().parent
     first_line: dict[str, int] = {}
@@ -271,6 +292,8 @@ def iter_manifest(path: str | os.PathLike[str]) -> Iterator[tuple[int, Clip | No
             yield number, None, [problem]
             continue
         problems = validate_row(value, number, str(path))
+        if roots is not None and not any(p.is_error for p in problems):
+            problems += _escapes(row_to_clip(value, base), number, str(path), roots)
         if any(p.is_error for p in problems):
             yield number, None, problems
             continue
@@ -292,13 +315,15 @@ def iter_manifest(path: str | os.PathLike[str]) -> Iterator[tuple[int, Clip | No
         yield number, clip, problems
 
 
-def read_manifest(path: str | os.PathLike[str], strict: bool = True) -> tuple[list[Clip], list[Problem]]:
+def read_manifest(path: str | os.PathLike[str], strict: bool = True, roots: Sequence[str] | None = None
+                  ) -> tuple[list[Clip], list[Problem]]:
     """Read a manifest into clips (paths resolved against the manifest's folder) and the problems found.
 
     Args:
         path: the JSONL manifest.
         strict: raise :class:`ManifestError` after reading when any row has an error; when False, bad rows are
             left out of the clips and reported in the problems.
+        roots: the folders media may lie in (see :func:`iter_manifest`); None: anywhere.
 
     Returns:
         ``(clips, problems)``; problems include warnings (which never drop a row).
@@ -309,7 +334,7 @@ def read_manifest(path: str | os.PathLike[str], strict: bool = True) -> tuple[li
     """
     clips: list[Clip] = []
     problems: list[Problem] = []
-    for _, clip, row_problems in iter_manifest(path):
+    for _, clip, row_problems in iter_manifest(path, roots):
         problems.extend(row_problems)
         if clip is not None:
             clips.append(clip)
@@ -345,13 +370,15 @@ def clip_to_row(clip: Clip, base_dir: str | os.PathLike[str] | None = None) -> d
     return {**{k: v for k, v in core.items() if v is not None}, **row}
 
 
-def write_manifest(rows: Iterable[dict[str, Any] | Clip], path: str | os.PathLike[str], validate: bool = True) -> int:
+def write_manifest(rows: Iterable[dict[str, Any] | Clip], path: str | os.PathLike[str], validate: bool = True,
+                   record_roots: bool = False) -> int:
     """Write a manifest atomically; :class:`Clip` items get paths relative to the manifest's folder.
 
     Args:
         rows: manifest rows (dicts, written as given) or clips.
         path: the JSONL file to (over)write.
         validate: check every row and raise before writing anything when one has an error.
+        record_roots: write the roots file (below).
 
     Returns:
         The number of rows written.
@@ -359,8 +386,13 @@ def write_manifest(rows: Iterable[dict[str, Any] | Clip], path: str | os.PathLik
     Raises:
         ManifestError: ``validate`` and a row has an error or an id repeats (line numbers are those the rows would
             have had in the file).
+
+    With ``record_roots``, the folders outside the manifest's own that the clips' media lie in are written to its
+    roots file (:func:`affectllm.data.roots.write_roots`), so ``data check`` and ``data prep`` read them
+    (``data import`` does this: its manifests point into a dataset's release folder).
     """
     base = Path(path).resolve().parent
+    rows = list(rows)
     out = [clip_to_row(r, base) if isinstance(r, Clip) else r for r in rows]
     if validate:
         errors: list[Problem] = []
@@ -383,7 +415,10 @@ def write_manifest(rows: Iterable[dict[str, Any] | Clip], path: str | os.PathLik
                 seen[ident] = number
         if errors:
             raise ManifestError(errors)
-    return write_jsonl(out, path)
+    written = write_jsonl(out, path)
+    if record_roots:
+        write_roots(path, [getattr(c, k) for c in rows if isinstance(c, Clip) for k in MEDIA_FIELDS if getattr(c, k)])
+    return written
 
 
 def select_clips(manifest: str | None, split: str | None, max_samples: int | None = None,
@@ -396,6 +431,9 @@ def select_clips(manifest: str | None, split: str | None, max_samples: int | Non
     if not manifest:
         raise UserError("data.manifest is not set; pass data.manifest=PATH (e.g. one written by `affectllm data "
                          "synth`)")
+    if Path(manifest).is_dir():
+        raise UserError(f"{manifest}: is a directory, not a manifest file; give the JSONL file in it (e.g. "
+                        "DIR/manifest.jsonl)")
     clips, problems = read_manifest(manifest, strict=False)
     for p in problems:
         log.warning("%s", p)

@@ -54,11 +54,27 @@ def escape_placeholders(text: str) -> str:
     return text
 
 
+MAX_TRANSCRIPT_CHARS = 4000
+"""Characters of a transcript a prompt carries (about 1000 tokens; the rest is cut with a note): a 5 MB transcript
+must not become a 1.7 GB batch."""
+
+
+def cut_transcript(text: str, limit: int = MAX_TRANSCRIPT_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, with a note saying how much was left out.
+
+    >>> cut_transcript("a b c d", 3)
+    'a b [... 4 more characters cut]'
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit].rstrip()} [... {len(text) - limit} more characters cut]"
+
+
 def user_content(present: Sequence[str], transcript: str | None, question: str) -> str:
-    """The user turn: media placeholders of the present modalities, the transcript (placeholders escaped), the
-    question."""
+    """The user turn: media placeholders of the present modalities, the transcript (placeholders escaped, cut to
+    :data:`MAX_TRANSCRIPT_CHARS`), the question."""
     prefix = "".join(m.placeholder for m in MODALITY_TABLE if m.name in present)
-    text = escape_placeholders(transcript.strip()) if transcript else ""
+    text = escape_placeholders(cut_transcript(transcript.strip())) if transcript else ""
     said = f'The person says: "{text}"\n' if text else ""
     return f"{prefix}\n{said}{question}" if prefix else f"{said}{question}"
 

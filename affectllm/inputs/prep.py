@@ -18,6 +18,7 @@ and the batch goes on; a lock file stops two runs writing the same folder.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import logging
@@ -26,7 +27,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ from ..types import Clip, DecodedClip
 log = logging.getLogger(__name__)
 FeatureFn = Callable[[DecodedClip], dict[str, np.ndarray]]
 PREP_FILE = "prep.jsonl"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+"""Write errors that stop ``data prep`` (no later clip could be written either) instead of failing one row."""
 
 
 def _help(text: str) -> dict[str, str]:
@@ -181,6 +184,10 @@ def process_clip(clip: Clip, settings: PrepSettings) -> dict[str, Any]:
             row["features"] = f"features/{name}.npz"
     except MediaError as e:
         row["error"] = str(e)
+    except OSError as e:
+        if e.errno in DISK_FULL:  # every later clip would fail the same way: stop the job (prep_main says why)
+            raise
+        row["error"] = f"{type(e).__name__}: {e} (while preparing {clip.video or clip.audio})"
     except Exception as e:  # noqa: BLE001 - one bad item must not stop the batch; the reason is recorded
         row["error"] = f"{type(e).__name__}: {e} (while preparing {clip.video or clip.audio})"
     row["seconds"] = round(time.perf_counter() - start, 3)
@@ -277,6 +284,10 @@ def _run_parallel(clips: list[Clip], settings: PrepSettings, workers: int) -> It
                 clip = pending.pop(fut)
                 try:
                     yield fut.result()
+                except OSError as e:
+                    if e.errno in DISK_FULL:
+                        raise
+                    yield _row(clip.id, error=f"worker failed: {type(e).__name__}: {e}")
                 except Exception as e:  # noqa: BLE001 - a dead worker is this clip's error, not the batch's
                     yield _row(clip.id, error=f"worker failed: {type(e).__name__}: {e}")
 
@@ -301,7 +312,8 @@ def _make_feature_fn(model: str | None) -> FeatureFn:
     return encoder_feature_fn(model)
 
 
-def prep_main(manifest: str, out: str, config: PrepConfig | None = None, feature_fn: FeatureFn | None = None) -> int:
+def prep_main(manifest: str, out: str, config: PrepConfig | None = None, feature_fn: FeatureFn | None = None,
+              roots: Sequence[str] | None = None) -> int:
     """Prepare every clip of a manifest into ``out`` (see the module docs for what is written).
 
     Args:
@@ -311,13 +323,16 @@ def prep_main(manifest: str, out: str, config: PrepConfig | None = None, feature
         config: what to do (defaults: :class:`PrepConfig`).
         feature_fn: ``DecodedClip -> {name: array}`` run in the worker (picklable when workers > 1), in place of
             the model features of ``config.cache_features``.
+        roots: folders media may lie in (:func:`affectllm.data.roots.media_roots`; the CLI's default is the
+            manifest's folder); None: anywhere.
 
     Returns:
-        0 when every row is fine, 1 when any item (now or earlier) failed, 2 when nothing could start.
+        0 when every row is fine, 1 when any item (now or earlier) failed or the manifest has no row, 2 when
+        nothing could start or the disk filled up.
     """
     config = config or PrepConfig()
     try:
-        clips, problems = read_manifest(manifest, strict=False)
+        clips, problems = read_manifest(manifest, strict=False, roots=roots)
     except OSError as e:
         print(f"error: cannot read manifest {manifest}: {e}", file=sys.stderr)
         return 2
@@ -353,12 +368,23 @@ def prep_main(manifest: str, out: str, config: PrepConfig | None = None, feature
             print(f"error: another `affectllm data prep` is writing {out}; wait for it or use another --out",
                   file=sys.stderr)
             return 2
-        return _prep_locked(clips, settings, config, bool(errors))
+        try:
+            return _prep_locked(clips, settings, config, bool(errors))
+        except OSError as e:
+            if e.errno not in DISK_FULL:
+                raise
+            print(f"error: cannot write to {out}: {e.strerror} ({e.filename or 'prep.jsonl'}); every row written "
+                  "so far is kept: free space and run the same command again (it resumes)", file=sys.stderr)
+            return 2
 
 
 def _prep_locked(clips: list[Clip], settings: PrepSettings, config: PrepConfig, bad_manifest: bool) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.text import Text
 
+    if not clips and not bad_manifest:
+        print("warning: the manifest has no row (empty, or blank lines only); nothing to prepare", file=sys.stderr)
+        return 1
     journal = Path(settings.out, PREP_FILE)
     done = load_done(journal, drop_errors=config.retry_errors)
     todo = [c for c in clips if c.id not in done]
@@ -375,8 +401,8 @@ def _prep_locked(clips: list[Clip], settings: PrepSettings, config: PrepConfig, 
         for row in rows:
             _append(fh, row)
             failed += bool(row.get("error"))
-            if row.get("error"):
-                bar.console.print(f"[red]failed[/red] {row['id']}: {row['error']}")
+            if row.get("error"):  # Text, not markup: ids, paths and errors come from the data
+                bar.console.print(Text.assemble(("failed", "red"), f" {row['id']}: {row['error']}"))
             bar.advance(task)
     print(f"data prep: {len(clips) - failed} ok, {failed} failed; rows in {journal}", file=sys.stderr)
     return 1 if failed or bad_manifest else 0

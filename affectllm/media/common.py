@@ -6,8 +6,10 @@ types without importing each other; :mod:`.decode` re-exports every public name 
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +19,9 @@ from .sampling import SamplingConfig, sample_indices, window_range
 
 WINDOW_SLACK_S = 0.05
 """A window may end this far past a file's probed duration without a warning (container durations are rounded)."""
+
+MIN_AUDIO_S = 0.01
+"""An ``audio`` file must give at least this many seconds of samples (a 0- or 1-sample wav is no recording)."""
 
 Window = tuple[float, "float | None"]
 """A time window ``(start, end)`` in seconds, ``end`` exclusive; ``end=None`` runs to the end of the file."""
@@ -116,9 +121,37 @@ class DecodeInfo:
     warnings: list[str] = field(default_factory=list)
 
 
+def path_problem(path: str, folder_ok: bool = False) -> str | None:
+    """What keeps ``path`` from being read as a media file, in words; None when it is a non-empty regular file (or
+    a folder, with ``folder_ok``). Never opens the path: opening a FIFO would block until a writer comes."""
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ENAMETOOLONG:
+            longest = max((len(part) for part in path.split(os.sep)), default=0)
+            return f"file name too long ({longest} characters in one name; the file system allows 255)"
+        if err.errno == errno.ELOOP:
+            return "symlink loop (the link points back to itself)"
+        if err.errno == errno.ENOENT:
+            missing = "file not found (no such file or directory)"
+            return "broken symlink (its target does not exist)" if os.path.islink(path) else missing
+        return f"cannot be read ({err.strerror or err})"
+    if stat.S_ISDIR(st.st_mode):
+        return None if folder_ok else "a directory, not a file"
+    if stat.S_ISFIFO(st.st_mode):
+        return "a FIFO (named pipe), not a regular file"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a device or socket)"
+    if st.st_size == 0:
+        return "empty file (0 bytes)"
+    return None
+
+
 def require_path(path: str, folder_ok: bool = False) -> None:
-    if not (os.path.isfile(path) or (folder_ok and os.path.isdir(path))):
-        raise MediaError(f"{path}: no such file; check the manifest path (paths are relative to the manifest)")
+    """Raise :class:`MediaError` naming the path and its :func:`path_problem`, if it has one."""
+    problem = path_problem(path, folder_ok)
+    if problem is not None:
+        raise MediaError(f"{path[:300]}: {problem}; check the manifest path (paths are relative to the manifest)")
 
 
 def clip_window(clip: Clip) -> Window | None:

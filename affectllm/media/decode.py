@@ -34,6 +34,7 @@ import numpy as np
 from ..types import Clip, DecodedClip
 from . import stills
 from .common import (
+    MIN_AUDIO_S,
     WINDOW_SLACK_S,
     DecodeConfig,
     DecodeInfo,
@@ -363,22 +364,48 @@ def decode_clip_info(
     video_window = window
     if clip.video:
         info.probe = probe(clip.video, rate)
+        _require_stream(info.probe, "video")
         check_limits(info.probe, cfg, window)
         video_window = clamp_window(window, info.probe, clip.id, info.warnings)
-        if info.probe.has_video:
-            video = decode_video(clip.video, cfg, video_window, rate)
-            out.frames, out.frame_times = video.frames, video.times
-            info.backend, info.total_frames = video.backend, video.total_frames
-            info.warnings += video.warnings
-    audio_window = video_window
+        video = decode_video(clip.video, cfg, video_window, rate)
+        out.frames, out.frame_times = video.frames, video.times
+        info.backend, info.total_frames = video.backend, video.total_frames
+        info.warnings += video.warnings
     if clip.audio:
         audio_probe = probe(clip.audio)
+        _require_stream(audio_probe, "audio")
         check_limits(audio_probe, cfg, window)
         audio_window = clamp_window(window, audio_probe, clip.id, info.warnings)
-    audio_path = clip.audio or (clip.video if info.probe is not None and info.probe.has_audio else None)
-    if audio_path:
-        out.audio = decode_audio(audio_path, cfg.sample_rate, audio_window)
+        out.audio = decode_audio(clip.audio, cfg.sample_rate, audio_window)
+        if out.audio is None or out.audio.size < cfg.sample_rate * MIN_AUDIO_S:
+            got = 0 if out.audio is None else out.audio.size
+            raise MediaDecodeError(
+                f"{clip.audio}: no audio samples to use ({got} at {cfg.sample_rate} Hz, under {MIN_AUDIO_S * 1000:g} "
+                "ms); give a longer recording or drop the row's 'audio'"
+            )
+    elif info.probe is not None and info.probe.has_audio:
+        out.audio = _own_audio(clip.video, cfg.sample_rate, video_window, info.warnings)
     return out, info
+
+
+def _require_stream(media: MediaInfo, kind: str) -> None:
+    """Refuse a file given as ``kind`` that has no such stream (audio in ``video``, a video in ``audio``)."""
+    if (media.has_video if kind == "video" else media.has_audio):
+        return
+    found = ", ".join(k for k, has in (("video", media.has_video), ("audio", media.has_audio)) if has) or "none"
+    raise MediaDecodeError(
+        f"{media.path}: no {kind} stream (streams: {found}); give the file under the field of the stream it has, or "
+        f"a file with {kind}"
+    )
+
+
+def _own_audio(path: str, sample_rate: int, window: Window | None, warnings: list[str]) -> np.ndarray | None:
+    """A video's own audio track; a track that cannot be decoded (a cut file) costs the audio, not the frames."""
+    try:
+        return decode_audio(path, sample_rate, window)
+    except MediaDecodeError as err:
+        warnings.append(f"{err}; the clip keeps its video without audio")
+        return None
 
 
 def decode_clip(clip: Clip | str | os.PathLike[str], cfg: DecodeConfig | None = None) -> DecodedClip:

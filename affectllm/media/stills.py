@@ -23,6 +23,7 @@ from .common import (
     MediaDecodeError,
     MediaError,
     MediaInfo,
+    MediaLimitError,
     VideoResult,
     Window,
     pick_indices,
@@ -69,6 +70,13 @@ def _open_error(path: str, err: Exception) -> MediaDecodeError:
     )
 
 
+def _bomb_error(path: str, err: Exception) -> MediaLimitError:
+    return MediaLimitError(
+        f"{path}: the image declares more pixels than Pillow will open ({err}); over the limit of frame size "
+        "(DecodeConfig.max_pixels): downscale it (ffmpeg -i IN.png -vf scale=-2:720 OUT.png) or replace it"
+    )
+
+
 def _folder(path: str, frame_rate: float | None) -> tuple[list[str], float]:
     files = frame_files(path)
     if not files:
@@ -93,6 +101,8 @@ def probe_stills(path: str, frame_rate: float | None = None) -> MediaInfo:
     try:
         with Image.open(files[0]) as img:
             (width, height), fmt = img.size, (img.format or "image").lower()
+    except Image.DecompressionBombError as err:  # not an OSError: a tiny file whose header declares a huge frame
+        raise _bomb_error(files[0], err) from err
     except OSError as err:
         raise _open_error(files[0], err) from err
     folder = len(files) > 1 or os.path.isdir(path)
@@ -118,6 +128,8 @@ def _read_rgb(path: str, size: tuple[int, int] | None) -> np.ndarray:
             if size is not None and rgb.size != size:
                 rgb = rgb.resize(size, Image.Resampling.BILINEAR)
             return np.asarray(rgb, dtype=np.uint8)
+    except Image.DecompressionBombError as err:
+        raise _bomb_error(path, err) from err
     except OSError as err:
         raise _open_error(path, err) from err
 

@@ -103,7 +103,7 @@ def prep_dataset_main(name: str, root: str, out: str, options: list[str] | None 
     if not result.clips:
         console.print(f"[red]{name}: no clips found under {root}[/red]")
         return 1
-    written = write_manifest(result.clips, out)
+    written = write_manifest(result.clips, out, record_roots=True)  # its media lie in the release folder
     took = time.perf_counter() - started
     card = getattr(DATASETS.get(name), "card", name)
     console.print(
