@@ -61,13 +61,20 @@ def test_upload_ask_and_see_labels_aus_and_the_timeline_plot(page, engine, root,
     assert pixels.std() > 10 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # not a blank page
 
 
-def test_errors_are_shown_and_the_key_is_asked_only_once(page, engine, tmp_path):  # noqa: F811
+def test_a_media_root_clip_errors_shown_and_the_key_asked_only_once(page, engine, tmp_path):  # noqa: F811
     page.fill("#api-key", KEY)
     page.click("#key-form button")
     page.wait_for_function("document.querySelector('#model-name').textContent === 'tiny-emo'")
     page.reload()
     page.wait_for_function("document.querySelector('#model-name').textContent === 'tiny-emo'")
     assert page.locator("#key-form").is_hidden()  # remembered
+    page.wait_for_function("document.querySelectorAll('#clip-select option').length > 1")
+    page.select_option("#clip-select", index=1)  # a clip from the server's media root, sent as its file URL
+    with scripted(engine):
+        page.click("#ask-button")
+        page.wait_for_selector("body[data-answered=true]")
+    assert page.locator("#labels li.label .name").all_text_contents() == ["happy", "joy"]
+    page.select_option("#clip-select", index=0)
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"this is not a video" * 100)
     page.set_input_files("#clip-file", str(junk))
