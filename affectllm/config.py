@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-STAGES = ("sft", "grpo", "calibrate")
+STAGES = ("encoders", "sft", "grpo", "calibrate")
 
 
 class RecipeError(ValueError):
@@ -74,6 +74,12 @@ class ModelConfig:
     pooling: dict[str, str] = _new(
         dict, "modality -> pooler name (POOLERS registry); unset modalities keep the preset's"
     )
+    spatial_pooling: dict[str, str] = _new(
+        dict,
+        "video/face -> how a vision tower pools each frame's patches: grid (a spatial_grid x spatial_grid grid of "
+        "patch means, concatenated; the default), cls or mean; unset modalities keep the preset's (docs/model.md)",
+    )
+    spatial_grid: int | None = _opt(None, "cells per side of the grid pooling (2: a 2x2 grid); null: the preset's")
     projector_depth: int | None = _opt(None, "MLP layers of each projector into the LLM; null: the preset's")
     prefusion: bool | None = _opt(
         None, "attention pre-fusion of video and audio tokens before the LLM; null: the preset's"
@@ -120,7 +126,12 @@ class SftOptions:
         "task -> weight: each clip's SFT example is one task drawn with these weights (seeded); "
         f"tasks: {', '.join(SFT_TASKS)}",
     )
-    confidence: float = _opt(0.8, "the confidence written in SFT targets (0..1)")
+    confidence: float = _opt(0.8, "the confidence written in SFT targets (0..1) of clips confidence_file lacks")
+    confidence_file: str | None = _opt(
+        None,
+        "JSONL of {id, confidence} per clip, the target confidence of its SFT example (the encoders stage writes "
+        "confidence.jsonl: its heads' certainty); null: every target says sft.confidence",
+    )
     max_length: int = _opt(1024, "longest prompt + target in tokens; longer rows are cut from the end")
 
 
@@ -171,7 +182,7 @@ class RewardSpec:
 class Recipe:
     """A training stage recipe (``recipes/<backbone>/<stage>.yaml``)."""
 
-    stage: str = _opt(MISSING, "sft, grpo or calibrate")
+    stage: str = _opt(MISSING, "encoders, sft, grpo or calibrate")
     output_dir: str = _opt(MISSING, "where the stage writes its checkpoints, logs, final model and evaluation")
     init_from: str | None = _opt(None, "a previous stage's output directory to start from; null: build from model:")
     seed: int = _opt(
@@ -220,7 +231,12 @@ _SET_ELSEWHERE = {
 
 
 def _trainer_class(stage: str) -> Any:
-    """TRL's config class for a stage (imported lazily: loading a recipe for --help must stay cheap)."""
+    """TRL's config class for a stage (imported lazily: loading a recipe for --help must stay cheap); the encoders
+    stage is a plain ``Trainer`` (transformers' ``TrainingArguments``)."""
+    if stage == "encoders":
+        from transformers import TrainingArguments
+
+        return TrainingArguments
     if stage == "sft":
         from trl import SFTConfig
 
@@ -254,7 +270,9 @@ def trainer_args(recipe: Recipe, output_dir: str | Path) -> Any:
         "data_seed": recipe.seed,
         "remove_unused_columns": False,
     }
-    if recipe.stage == "sft":
+    if recipe.stage == "encoders":
+        defaults = TRAINER_DEFAULTS
+    elif recipe.stage == "sft":
         defaults = TRAINER_DEFAULTS
         fixed["dataset_kwargs"] = {"skip_prepare_dataset": True}  # the collator builds the model inputs
     else:
@@ -339,7 +357,7 @@ def _validate(recipe: Recipe, source: str) -> None:
         raise RecipeError(f"{source}: sft.mix.{unknown[0]} is not an SFT task (tasks: {', '.join(SFT_TASKS)})")
     if recipe.calibrate.posthoc not in ("isotonic", "platt", "none"):
         raise RecipeError(f"{source}: calibrate.posthoc={recipe.calibrate.posthoc!r} must be isotonic, platt or none")
-    if recipe.stage != "sft" and recipe.rewards == []:
+    if recipe.stage in ("grpo", "calibrate") and recipe.rewards == []:
         raise RecipeError(f"{source}: stage {recipe.stage} needs at least one entry under rewards:")
 
 

@@ -33,6 +33,7 @@ from ..config import ModelConfig, RecipeError, load_model_config
 from ..types import AU_FEATURE_DIM
 from .configuration import MEDIA_TOKENS, AffectLlmConfig
 from .encoders import SslAudioEncoder, VisionTower, WhisperAudioEncoder
+from .encoders.vision import DEFAULT_GRID, DEFAULT_SPATIAL, set_spatial_pooling
 from .modeling import AffectLlmForConditionalGeneration
 from .processor import CHAT_TEMPLATE, SPECIAL_TOKENS, AffectLlmProcessor
 
@@ -53,12 +54,13 @@ TINY_AUDIO = dict(model_type="whisper", d_model=32, encoder_layers=1, encoder_at
 
 def tiny() -> ModelConfig:
     """Random-init Llama-style LLM (4 layers, d=128; a real byte-level BPE tokenizer shipped in the package), tiny
-    CLIP-style video and face towers, a tiny Whisper encoder, the AU-vector encoder and pre-fusion; 4 LLM tokens
-    per modality."""
+    CLIP-style video and face towers pooling each frame to a 2x2 grid of patch means, a tiny Whisper encoder, the
+    AU-vector encoder and pre-fusion; 4 LLM tokens per modality."""
     return ModelConfig(preset="tiny", llm=BUILTIN_TINY, vision=BUILTIN_TINY, audio=BUILTIN_TINY, face=BUILTIN_TINY,
                        au_feature_dim=AU_FEATURE_DIM, media_tokens={"video": 4, "audio": 4, "face": 4, "au": 4,
                                                                     "fusion": 1},
-                       prefusion=True, projector_depth=2)
+                       prefusion=True, projector_depth=2,
+                       spatial_pooling={"video": DEFAULT_SPATIAL, "face": DEFAULT_SPATIAL}, spatial_grid=DEFAULT_GRID)
 
 
 def smollm2_135m() -> ModelConfig:
@@ -166,12 +168,22 @@ def _tiny_image_processor() -> CLIPImageProcessorPil:
     return CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
-def _vision(spec: str | None) -> tuple[VisionTower | None, Any]:
+def _vision(spec: str | None, pooling: str, grid: int) -> tuple[VisionTower | None, Any]:
+    """The tower for ``spec`` pooling each frame by ``pooling`` (grid of ``grid x grid``), and its image processor.
+
+    Raises:
+        RecipeError: a pooling the tower cannot do (unknown name, grid larger than its patches per side).
+    """
     if spec in (None, NONE):
         return None, _tiny_image_processor()
-    if spec == BUILTIN_TINY:
-        return VisionTower(AutoConfig.for_model(**TINY_VISION)), _tiny_image_processor()
-    return VisionTower.from_pretrained(spec), AutoImageProcessor.from_pretrained(spec)
+    try:
+        if spec == BUILTIN_TINY:
+            config = AutoConfig.for_model(**TINY_VISION)
+            set_spatial_pooling(config, pooling, grid)
+            return VisionTower(config), _tiny_image_processor()
+        return VisionTower.from_pretrained(spec, pooling, grid), AutoImageProcessor.from_pretrained(spec)
+    except ValueError as err:
+        raise RecipeError(f"model.spatial_pooling / model.spatial_grid ({spec}): {err}") from err
 
 
 def _audio(spec: str | None) -> tuple[WhisperAudioEncoder | SslAudioEncoder | None, Any]:
@@ -191,9 +203,10 @@ def build_model(cfg: ModelConfig | None = None, seed: int = 0) -> tuple[AffectLl
     r = resolve(cfg or ModelConfig())
     torch.manual_seed(seed)
     tok, llm = _tokenizer_and_llm(r.llm, r)
-    video, image_processor = _vision(r.vision)
+    spatial, grid = r.spatial_pooling or {}, r.spatial_grid or DEFAULT_GRID
+    video, image_processor = _vision(r.vision, spatial.get("video", DEFAULT_SPATIAL), grid)
     audio, feature_extractor = _audio(r.audio)
-    face, face_processor = _vision(r.face)
+    face, face_processor = _vision(r.face, spatial.get("face", DEFAULT_SPATIAL), grid)
     towers = {m: t for m, t in (("video", video), ("audio", audio), ("face", face)) if t is not None}
     config = AffectLlmConfig(
         text_config=llm.config,

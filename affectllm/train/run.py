@@ -6,9 +6,9 @@ import logging
 from typing import Any
 
 from ..config import Recipe, load_recipe
-from . import calibrate, grpo, sft
+from . import calibrate, encoders, grpo, sft
 
-STAGES = {"sft": sft.main, "grpo": grpo.main, "calibrate": calibrate.main}
+STAGES = {"encoders": encoders.main, "sft": sft.main, "grpo": grpo.main, "calibrate": calibrate.main}
 
 
 def _logging(main_process: bool) -> None:

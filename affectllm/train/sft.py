@@ -17,7 +17,7 @@ from trl import SFTTrainer
 
 from ..config import Recipe, trainer_args
 from ..data.manifest import select_clips
-from ..data.prompts import QUESTIONS, choose_task
+from ..data.prompts import QUESTIONS, choose_task, read_confidences, target_confidence
 from ..errors import UserError
 from ..inputs.collate import SftCollator
 from ..inputs.store import ClipStore
@@ -28,8 +28,10 @@ from .stage import run_stage, trainable
 log = logging.getLogger("affectllm.train")
 
 
-def sft_rows(clips: list[Clip], mix: dict[str, float], seed: int, confidence: float) -> list[dict[str, Any]]:
-    """One SFT example per clip, the task drawn from ``mix`` with a seeded RNG (the same rows on every run).
+def sft_rows(clips: list[Clip], mix: dict[str, float], seed: int, confidence: float,
+             confidences: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """One SFT example per clip, the task drawn from ``mix`` with a seeded RNG (the same rows on every run); its
+    target says the clip's entry of ``confidences`` (rounded to 0.1), else ``confidence``.
 
     Rows carry the clip's ``id``, not the clip: the collator looks clips up (:class:`ClipIdCollator`).
     """
@@ -37,7 +39,7 @@ def sft_rows(clips: list[Clip], mix: dict[str, float], seed: int, confidence: fl
     rows = []
     for clip in clips:
         try:
-            task, target = choose_task(clip, mix, rng, confidence)
+            task, target = choose_task(clip, mix, rng, target_confidence(clip.id, confidences or {}, confidence))
         except ValueError as err:
             log.warning("%s; skipped", err)
             continue
@@ -89,7 +91,8 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path) -> Affe
     opts = recipe.sft
     args = trainer_args(recipe, out)
     clips = select_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
-    train = Dataset.from_list(sft_rows(clips, dict(opts.mix), recipe.seed, opts.confidence))
+    table = read_confidences(opts.confidence_file)
+    train = Dataset.from_list(sft_rows(clips, dict(opts.mix), recipe.seed, opts.confidence, table))
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
     # with a prep feature cache (data.feature_cache) frozen towers are not run: their cached outputs are used
     collator = ClipIdCollator(

@@ -1,27 +1,61 @@
-"""Vision towers (CLIP / SigLIP style) over sampled video frames or face crops."""
+"""Vision towers (CLIP / SigLIP style) over sampled video frames or face crops, with per-frame spatial pooling."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, CLIPVisionModel, PreTrainedConfig, SiglipVisionModel
 
 from .tower import Tower
 
+SPATIAL_POOLING = ("grid", "cls", "mean")
+DEFAULT_SPATIAL = "grid"
+DEFAULT_GRID = 2
+# A saved tower config without the field was trained with the patch mean (the only pooling before "grid"): it keeps
+# it, so an older checkpoint reads the features it was trained on.
+LEGACY_SPATIAL = "mean"
+
+
+def set_spatial_pooling(config: PreTrainedConfig, pooling: str = DEFAULT_SPATIAL, grid: int = DEFAULT_GRID) -> None:
+    """Write the spatial pooling of a vision tower into its config (saved with the model's ``config.json``).
+
+    Raises:
+        ValueError: unknown ``pooling`` or a grid that is not between 1 and the tower's patches per side.
+    """
+    if pooling not in SPATIAL_POOLING:
+        raise ValueError(f"spatial pooling {pooling!r}: expected one of {', '.join(SPATIAL_POOLING)}")
+    side = config.image_size // config.patch_size
+    if pooling == "grid" and not 1 <= grid <= side:
+        raise ValueError(f"spatial grid {grid}: must be 1..{side} (the tower has {side}x{side} patches)")
+    config.spatial_pooling = pooling
+    config.spatial_grid = int(grid)
+
 
 class VisionTower(Tower):
-    """A HF vision tower applied frame by frame; patch tokens are mean-pooled to one vector per frame.
+    """A HF vision tower applied frame by frame, each frame pooled to one vector by ``config.spatial_pooling``.
 
-    Per-frame spatial pooling keeps the token budget linear in the number of frames; the temporal pooler that
-    follows (see :mod:`affectllm.model.pooling`) decides how many LLM tokens the clip gets.
+    * ``grid`` (default): the patch tokens' ``s x s`` layout is average-pooled to a ``g x g`` grid
+      (``config.spatial_grid``) and the ``g*g`` cell vectors are concatenated, so where on the face something moved
+      survives; the feature width is ``g*g*d``.
+    * ``cls``: CLIP's class token, SigLIP's attention-pooled head output (``pooler_output``); width ``d``.
+    * ``mean``: the mean over patch tokens; width ``d``.
+
+    One vector per frame keeps the token budget linear in the number of frames; the temporal pooler that follows
+    (see :mod:`affectllm.model.pooling`) decides how many LLM tokens the clip gets, whatever the pooling here.
     """
 
     def __init__(self, config: PreTrainedConfig, tower: nn.Module | None = None) -> None:
-        super().__init__(config, config.hidden_size)
+        self.spatial = getattr(config, "spatial_pooling", LEGACY_SPATIAL)
+        self.grid = int(getattr(config, "spatial_grid", DEFAULT_GRID))
+        cells = self.grid * self.grid if self.spatial == "grid" else 1
+        super().__init__(config, config.hidden_size * cells)
         self.tower = tower if tower is not None else AutoModel.from_config(config)
+        self.side = config.image_size // config.patch_size
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, **kwargs) -> VisionTower:
+    def from_pretrained(cls, name_or_path: str, spatial_pooling: str = DEFAULT_SPATIAL,
+                        spatial_grid: int = DEFAULT_GRID, **kwargs) -> VisionTower:
         """Load a pretrained tower (hub id or local dir); CLIP/SigLIP full checkpoints give their vision part."""
         config = AutoConfig.from_pretrained(name_or_path)
         if hasattr(config, "vision_config"):  # a full CLIP/SigLIP checkpoint: keep its vision half only
@@ -29,7 +63,21 @@ class VisionTower(Tower):
             tower = vision_cls.from_pretrained(name_or_path, **kwargs)
         else:
             tower = AutoModel.from_pretrained(name_or_path, **kwargs)
+        set_spatial_pooling(tower.config, spatial_pooling, spatial_grid)
         return cls(tower.config, tower=tower)
+
+    def pool_frames(self, out: object) -> torch.Tensor:
+        """A tower output over ``n`` frames -> ``[n, width]`` by the configured spatial pooling."""
+        hidden = out.last_hidden_state  # [n, p, d]; CLIP: p = 1 + s*s (class token first), SigLIP: p = s*s
+        if self.spatial == "cls":
+            return out.pooler_output if self.config.model_type.startswith("siglip") else hidden[:, 0]
+        patches = hidden[:, -self.side * self.side:]  # [n, s*s, d]
+        if self.spatial == "mean":
+            return patches.mean(dim=1)
+        n, _, d = patches.shape
+        grid = patches.transpose(1, 2).reshape(n, d, self.side, self.side)  # row-major patch order
+        cells = F.adaptive_avg_pool2d(grid, self.grid)  # [n, d, g, g]
+        return cells.flatten(2).transpose(1, 2).reshape(n, -1)  # [n, g*g*d], cell-major
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Encode frames.
@@ -38,9 +86,8 @@ class VisionTower(Tower):
             pixel_values: ``[u, t, 3, h, w]`` normalised frames of ``u`` clips.
 
         Returns:
-            ``[u, t, d]``: one vector per frame.
+            ``[u, t, width]``: one vector per frame (``width = self.hidden_size``).
         """
         u, t = pixel_values.shape[:2]
         flat = pixel_values.flatten(0, 1).to(self.tower.dtype)  # [u*t, 3, h, w]
-        hidden = self.tower(pixel_values=flat).last_hidden_state  # [u*t, p, d]
-        return hidden.mean(dim=1).view(u, t, -1)
+        return self.pool_frames(self.tower(pixel_values=flat)).view(u, t, -1)

@@ -1,0 +1,76 @@
+"""`stage: encoders`: the towers learn from the manifest's gold, the rest of the model is untouched, and the stage
+writes the per-clip confidence SFT then says."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from affectllm.config import RecipeError, load_recipe
+from affectllm.data.prompts import read_confidences, target_confidence
+from affectllm.jsonl import read_jsonl
+from affectllm.train.encoders import Vocab
+from affectllm.types import Clip
+
+
+def _recipe(manifest, out, *extra):
+    return load_recipe("recipes/tiny/encoders.yaml", [f"data.manifest={manifest}", f"output_dir={out}",
+                                                      "trainer.max_steps=3", "trainer.per_device_train_batch_size=4",
+                                                      *extra])
+
+
+def test_encoders_stage_trains_only_the_towers_and_writes_confidences(emoworld, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from affectllm.model.build import build_model
+    from affectllm.train.run import run_recipe
+
+    recipe = _recipe(emoworld, tmp_path / "enc")
+    before, _ = build_model(recipe.model, seed=recipe.seed)
+    result = run_recipe(recipe)
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "enc")
+    changed = {n.split(".")[2] if n.startswith("model.encoders.") else n.split(".")[1]
+               for (n, a), b in zip(before.named_parameters(), after.parameters()) if not torch.equal(a, b)}
+    assert changed == {"video", "audio"}  # the demo world has no faces without the face tracker; LLM untouched
+    rows, errors = read_jsonl(tmp_path / "enc" / "confidence.jsonl")
+    rows = [r for _, r in rows]
+    assert not errors and len(rows) == 12 and all(0.0 <= r["confidence"] <= 1.0 for r in rows)
+    assert {"emotion_acc", "au_f1", "valence_r", "confidence_auroc"} <= set(result)
+    assert json.loads((tmp_path / "enc" / "eval.json").read_text())["n"] == result["n"]
+
+
+def test_sft_targets_say_the_clip_confidence_of_the_file(emoworld, tmp_path):
+    from affectllm.data.manifest import select_clips
+    from affectllm.train.sft import sft_rows
+
+    clips = select_clips(str(emoworld), "train")
+    path = tmp_path / "conf.jsonl"
+    path.write_text("".join(json.dumps({"id": c.id, "confidence": 0.31 + 0.5 * (i % 2)}) + "\n"
+                            for i, c in enumerate(clips)))
+    rows = sft_rows(clips, {"single": 1.0}, 0, 0.8, read_confidences(str(path)))
+    said = {r["target"].split("<confidence>")[1].split("<")[0] for r in rows}
+    assert said == {"0.30", "0.80"} or said == {"0.3", "0.8"}
+    assert target_confidence("other", {}, 0.8) == 0.8
+
+
+def test_a_bad_confidence_row_names_file_and_line(tmp_path):
+    path = tmp_path / "conf.jsonl"
+    path.write_text('{"id": "a", "confidence": 0.5}\n{"id": "b", "confidence": 1.5}\n')
+    with pytest.raises(ValueError, match=r"conf.jsonl:2: expected"):
+        read_confidences(str(path))
+
+
+def test_vocab_needs_an_emotion_and_builds_masked_targets():
+    with pytest.raises(ValueError, match="emotion"):
+        Vocab([Clip(id="a")])
+    vocab = Vocab([Clip(id="a", emotion="happy", aus=["AU12"], valence=0.5), Clip(id="b", emotion="sad")])
+    t = vocab.targets([Clip(id="a", emotion="happy", aus=["AU12"], valence=0.5), Clip(id="b", emotion="sad")])
+    assert t["emotion"].tolist() == [0, 1] and t["au"].tolist() == [[1.0], [0.0]]
+    assert t["au_known"].tolist() == [True, False] and t["va_known"].tolist() == [[True, False], [False, False]]
+
+
+def test_an_encoders_recipe_needs_no_rewards_but_a_trainer_key_it_lacks_fails(tmp_path):
+    with pytest.raises(RecipeError, match="trainer.num_generations"):
+        _recipe("m.jsonl", tmp_path, "+trainer.num_generations=4")

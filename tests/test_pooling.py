@@ -1,0 +1,83 @@
+"""Spatial pooling of the vision towers: the grid keeps where in the frame something is; cls and mean stay."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig, SiglipVisionConfig
+
+from affectllm.config import RecipeError, load_model_config
+from affectllm.model.build import TINY_VISION, build_model
+from affectllm.model.encoders.vision import VisionTower, set_spatial_pooling
+
+
+def _tower(pooling: str, grid: int = 2) -> VisionTower:
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(**TINY_VISION)
+    set_spatial_pooling(config, pooling, grid)
+    return VisionTower(config).eval()
+
+
+def _mirrored_pair() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two frames whose patch *sets* are equal but laid out left-right mirrored at patch granularity."""
+    torch.manual_seed(1)
+    frame = torch.randn(1, 1, 3, 32, 32)
+    frame[..., 16:] = 0.0  # the content sits in the left half...
+    mirrored = torch.zeros_like(frame)
+    mirrored[..., 16:] = frame[..., :16]  # ...or the right half (same patches, other place)
+    return frame, mirrored
+
+
+@pytest.mark.parametrize("pooling, width", [("grid", 4 * 32), ("cls", 32), ("mean", 32)])
+def test_every_pooling_gives_one_vector_per_frame_of_the_stated_width(pooling, width):
+    tower = _tower(pooling)
+    out = tower(torch.randn(2, 3, 3, 32, 32))
+    assert out.shape == (2, 3, width) and tower.hidden_size == width
+
+
+def test_the_grid_tells_where_the_patch_mean_does_not():
+    """Content moved from the left half to the right half shows up in the right-hand cells of the grid."""
+    frame, mirrored = _mirrored_pair()
+    grid = _tower("grid")
+    with torch.no_grad():
+        a, b = grid(frame)[0, 0].view(4, 32), grid(mirrored)[0, 0].view(4, 32)
+    # cells 0 and 2 (left column) of the first frame carry what cells 1 and 3 (right column) of the mirror carry
+    left, right = a[[0, 2]], b[[1, 3]]
+    assert (left - right).abs().mean() < 0.5 * (a[[0, 2]] - b[[0, 2]]).abs().mean()
+
+
+def test_grid_size_is_configurable_and_checked():
+    assert _tower("grid", 4).hidden_size == 16 * 32
+    config = AutoConfig.for_model(**TINY_VISION)
+    with pytest.raises(ValueError, match="must be 1..4"):
+        set_spatial_pooling(config, "grid", 5)
+    with pytest.raises(ValueError, match="expected one of"):
+        set_spatial_pooling(config, "max", 2)
+
+
+def test_siglip_cls_is_its_pooled_head_and_grid_reads_all_tokens():
+    config = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                image_size=32, patch_size=8)
+    set_spatial_pooling(config, "grid", 2)
+    tower = VisionTower(config).eval()
+    assert tower(torch.randn(1, 2, 3, 32, 32)).shape == (1, 2, 128)
+    set_spatial_pooling(config, "cls", 2)
+    assert VisionTower(config).eval()(torch.randn(1, 2, 3, 32, 32)).shape == (1, 2, 32)
+
+
+def test_a_config_without_the_field_keeps_the_patch_mean_it_was_trained_with():
+    assert VisionTower(AutoConfig.for_model(**TINY_VISION)).spatial == "mean"
+
+
+def test_the_tiny_preset_defaults_to_the_grid_and_a_saved_model_keeps_it(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model, _ = build_model(load_model_config(["preset=tiny"]))
+    assert model.model.encoders["video"].spatial == "grid" and model.model.encoders["video"].hidden_size == 128
+    model.save_pretrained(tmp_path)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert again.model.encoders["video"].spatial == "grid" and again.model.encoders["face"].grid == 2
+    other, _ = build_model(load_model_config(["preset=tiny", "spatial_pooling.video=mean"]))
+    assert other.model.encoders["video"].hidden_size == 32 and other.model.encoders["face"].spatial == "grid"
+    with pytest.raises(RecipeError, match="spatial_grid"):
+        build_model(load_model_config(["preset=tiny", "spatial_grid=9"]))
