@@ -63,7 +63,8 @@ def answer(engine: Engine, console: Any, clip: Clip, question: str | None, histo
 
 
 def _fail(clip: Clip, err: MediaError) -> None:
-    print(f"affectllm chat: cannot read the clip {clip.video or clip.audio}: {err}", file=sys.stderr)
+    where = "" if str(clip.video or clip.audio) in str(err) else f" {clip.video or clip.audio}"
+    print(f"affectllm chat: cannot read the clip{where}: {err}", file=sys.stderr)  # media errors name the file
 
 
 def interactive(engine: Engine, console: Any, clip: Clip, gen: GenerationOptions) -> int:
