@@ -304,6 +304,31 @@ def test_bad_requests_get_openai_errors_with_the_right_status(client, server, ro
     assert httpx.get(f"{server[0]}/v1/nothing", headers={"Authorization": f"Bearer {KEY}"}).status_code == 404
 
 
+def test_failures_inside_the_server_never_show_a_trace(client, server, engine, root, monkeypatch):
+    from affectllm.serve import protocol
+
+    video, _ = _clip(root)
+    messages = [{"role": "user", "content": [_video_part(video.as_uri())]}]
+
+    def boom(*_, **__):
+        raise RuntimeError("boom in /secret/server/path")
+
+    real = engine.model.generate
+    engine.model.generate = boom
+    try:
+        status, body = _status(client, messages=messages)
+        assert status == 500 and body["code"] == "generation_failed" and "secret" not in body["message"]
+        with pytest.raises(openai.APIError) as err:
+            list(client.chat.completions.create(model="tiny-emo", messages=messages, stream=True))
+        assert "secret" not in str(err.value) and "generation failed" in str(err.value)
+    finally:
+        engine.model.generate = real
+    monkeypatch.setattr(protocol, "conversation", boom)
+    status, body = _status(client, messages=messages)
+    assert status == 500 and body["type"] == "server_error" and "secret" not in body["message"]
+    assert server[1].in_flight == 0  # every failed request gave its queue slot back
+
+
 def test_missing_or_wrong_key_is_401_and_the_page_is_public(server, root):
     base, _ = server
     for key in ("wrong", ""):
