@@ -205,3 +205,9 @@ def test_batch_responses_read_back_as_label_rows(tmp_path):
     assert rows[1]["confidence_raw"] == pytest.approx(0.6) and rows[1]["confidence"] == pytest.approx(0.5)
     assert rows[2]["error"] == "timeout"
     assert rows[3]["error"] == "no completion in the response" and problems == []
+
+
+def test_engine_ray_without_ray_says_what_to_install(emoworld, model_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(RuntimeError, match=r"pip install -e '\.\[ray\]'"):
+        label_main(job(emoworld, model_dir, tmp_path, engine="ray"))

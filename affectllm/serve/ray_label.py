@@ -77,8 +77,15 @@ class LabelActor:
 
 
 def run_ray(job: Any, inputs: Any, out: Path, done: set[str]) -> int:
-    """Label the job's chunks not yet done on Ray (local unless ``job.ray_address``); returns rows written."""
-    import ray
+    """Label the job's chunks not yet done on Ray (local unless ``job.ray_address``); returns rows written.
+
+    Raises:
+        RuntimeError: Ray is not installed.
+    """
+    try:
+        import ray
+    except ImportError as err:
+        raise RuntimeError("--engine ray needs Ray Data: pip install -e '.[ray]' (or use --engine torch)") from err
 
     if not ray.is_initialized():
         ray.init(address=job.ray_address, include_dashboard=False, log_to_driver=False)
