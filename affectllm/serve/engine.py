@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -28,8 +27,6 @@ from ..media.decode import MediaError
 from ..parsing import parse_completion
 from ..types import Clip, DecodedClip
 from .media_policy import MediaPolicy, faces_available
-
-log = logging.getLogger(__name__)
 
 DEFAULT_NUM_FRAMES = 8
 DEFAULT_TASK = "describe"
