@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -114,7 +115,9 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a trained model directory (a stage's output_dir)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY on every endpoint")
+    p.add_argument("--api-key", default=os.environ.get("AFFECTLLM_API_KEY"),
+                   help="require Authorization: Bearer KEY on every endpoint (default: $AFFECTLLM_API_KEY, which "
+                   "keeps the key out of the process list)")
     p.add_argument("--media-root", default=None, help="the only folder file:// URLs may point into")
     p.add_argument("--max-upload-mb", type=float, default=64.0, help="largest request body, media included (64)")
     p.add_argument("--allow-remote-media", action="store_true", help="fetch http(s) media URLs (off by default)")

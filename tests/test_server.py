@@ -539,7 +539,7 @@ def test_decode_workers_survive_hangs_memory_and_crashes():
         pool.close()
 
 
-def test_the_serve_command_binds_loopback_and_serves(model_dir, tmp_path):
+def test_the_serve_command_serves_with_the_key_from_the_environment(model_dir, tmp_path):
     import subprocess
     import sys
 
@@ -547,9 +547,9 @@ def test_the_serve_command_binds_loopback_and_serves(model_dir, tmp_path):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # the command binds it again at once; nothing else on this machine picks ports in this range
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AFFECTLLM_API_KEY": KEY}  # the key out of the process list
     proc = subprocess.Popen([sys.executable, "-m", "affectllm.cli", "serve", "--model", str(model_dir), "--port",
-                             str(port), "--device", "cpu", "--decode-workers", "1", "--api-key", KEY], env=env,
+                             str(port), "--device", "cpu", "--decode-workers", "1"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline, status = time.monotonic() + READY_S, None
