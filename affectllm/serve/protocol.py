@@ -224,8 +224,11 @@ def generation_options(req: ChatRequest, max_tokens_limit: int) -> Any:
     sample = bool(req.temperature)
     if req.n > 1 and not sample:
         raise ApiError(422, "n: n > 1 needs sampling (temperature > 0); greedy decoding gives one answer", "n")
-    return GenerationOptions(max_new_tokens=max_new, do_sample=sample, temperature=req.temperature or 1.0,
-                             top_p=req.top_p or 1.0, seed=req.seed, n=req.n, stop=[s for s in stop if s] or None)
+    try:
+        return GenerationOptions(max_new_tokens=max_new, do_sample=sample, temperature=req.temperature or 1.0,
+                                 top_p=req.top_p or 1.0, seed=req.seed, n=req.n, stop=[s for s in stop if s] or None)
+    except ValueError as err:  # the engine's own checks of the decoding settings
+        raise ApiError(422, str(err)) from None
 
 
 def decode_settings(policy: Any, knobs: MediaKnobs | None) -> tuple[Any, Any, dict[str, float]]:
