@@ -246,6 +246,16 @@ def _cases(m: dict[str, Path], corpus: Path) -> list[tuple[str, Any, str, str, s
     ]
 
 
+def _readable_id(raw: bytes) -> str | None:
+    """The id a command can report for a line: None when the line cannot be read or has no usable id."""
+    try:
+        row = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    ok = isinstance(row, dict) and isinstance(row.get("id"), (str, int)) and not isinstance(row.get("id"), bool)
+    return str(row["id"]) if ok else None
+
+
 def write_corpus(root: str | Path) -> tuple[Path, list[Case]]:
     """Write the corpus under ``root``: ``root/corpus/manifest.jsonl`` (every case), ``root/corpus/good.jsonl``
     (the usable cases alone, same rows), ``root/corpus/media/``, and one file outside the corpus folder.
@@ -260,9 +270,7 @@ def write_corpus(root: str | Path) -> tuple[Path, list[Case]]:
     for number, (name, row, outcome, field, cause) in enumerate(_cases(media, corpus), start=1):
         raw = row if isinstance(row, bytes) else json.dumps(row).encode()
         lines.append(raw + b"\n")
-        ident = None if isinstance(row, bytes) or not isinstance(row.get("id"), (str, int)) else str(row["id"])
-        if isinstance(row, bytes) and b'"id": "' in raw[:40]:
-            ident = raw.split(b'"id": "')[1].split(b'"')[0].decode("latin-1")
+        ident = _readable_id(raw)
         case = Case(name, number, ident, outcome, field, cause)
         cases.append(case)
         if case.usable:

@@ -332,13 +332,14 @@ def check_main(manifest: str, probe: bool = True, workers: int = 4, max_print: i
     from rich.text import Text
 
     roots = None if allow_roots is None else media_roots(manifest, allow_roots)
+    errors = Console(stderr=True, soft_wrap=True)
     try:
         report = check_manifest(manifest, probe=probe, workers=workers, roots=roots)
     except OSError as err:
-        Console(stderr=True).print(Text(f"cannot read manifest {manifest}: {err.strerror or err}", style="red"))
+        errors.print(Text(f"cannot read manifest {manifest}: {err.strerror or err}", style="red"))
         return 2
     _print_report(report, manifest, max_print)
     if not report.rows:
-        Console(stderr=True).print(Text(f"warning: {manifest} has no row (empty, or blank lines only)", "yellow"))
+        errors.print(Text(f"warning: {manifest} has no row (empty, or blank lines only)", style="yellow"))
         return 1
     return 1 if report.bad_rows else 0

@@ -402,7 +402,7 @@ def _prep_locked(clips: list[Clip], settings: PrepSettings, config: PrepConfig, 
             _append(fh, row)
             failed += bool(row.get("error"))
             if row.get("error"):  # Text, not markup: ids, paths and errors come from the data
-                bar.console.print(Text.assemble(("failed", "red"), f" {row['id']}: {row['error']}"))
+                bar.console.print(Text.assemble(("failed", "red"), f" {row['id']}: {row['error']}"), soft_wrap=True)
             bar.advance(task)
     print(f"data prep: {len(clips) - failed} ok, {failed} failed; rows in {journal}", file=sys.stderr)
     return 1 if failed or bad_manifest else 0

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import av
@@ -78,6 +79,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BACKENDS: tuple[str, ...] = ("decord", "pyav")
+_CLOCK = re.compile(r"\[\d\d:\d\d:\d\d\] ")
 
 
 def probe(path: str | os.PathLike[str], frame_rate: float | None = None) -> MediaInfo:
@@ -266,7 +268,8 @@ def decode_video(
         try:
             result = _READERS[backend](path, cfg, window)  # every reader takes (path, cfg, window=None)
         except Exception as e:  # noqa: BLE001 - decoders raise many types (DECORDError, RuntimeError, FFmpegError)
-            errors.append(f"{backend}: {type(e).__name__}: {str(e).strip()[:300]}")
+            # decord stamps its messages with the wall clock ("[00:43:40] "): dropped, so rows are reproducible
+            errors.append(f"{backend}: {type(e).__name__}: {_CLOCK.sub('', str(e)).strip()[:300]}")
             log.info("%s: %s failed (%s); trying the next backend", path, backend, e)
             continue
         result.warnings = [f"{path}: {err} (recovered with {backend})" for err in errors] + result.warnings

@@ -1,0 +1,185 @@
+"""The bad-input corpus (tests/bad_inputs.py) through ``data check``, ``data prep`` and the training data loader:
+every case ends as its :class:`~tests.bad_inputs.Case` says, with a message naming its line, field and cause; no
+command crashes or hangs (the CLI runs in a subprocess with a time limit); the good clips' outputs equal those of a
+run without the bad ones."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.bad_inputs import MEDIA, ROW, WARNING, Case, write_corpus, write_manifest_cases
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+TIME_LIMIT_S = 240  # the whole corpus in one command; a hang on any case fails here instead of blocking CI
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``affectllm ARGS`` in a subprocess, bounded in time."""
+    return subprocess.run([sys.executable, "-m", "affectllm.cli", *args], capture_output=True, text=True,
+                          timeout=TIME_LIMIT_S, env=ENV, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Case]]:
+    return write_corpus(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.fixture(scope="module")
+def prepped(corpus: tuple[Path, list[Case]]) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    manifest, _ = corpus
+    out = manifest.parent.parent / "prep"
+    return out, cli("data", "prep", str(manifest), "--out", str(out), "--no-progress")
+
+
+def _lines_about(output: str, manifest: Path, line: int) -> list[str]:
+    return [x for x in output.splitlines() if x.startswith((f"{manifest}:{line} ", f"{manifest}:{line}:"))]
+
+
+def test_the_corpus_has_every_kind_the_issue_lists(corpus: tuple[Path, list[Case]]) -> None:
+    _, cases = corpus
+    assert len(cases) >= 30 and len({c.name for c in cases}) == len(cases)
+    assert {c.outcome for c in cases} == {"ok", WARNING, ROW, MEDIA}
+
+
+def test_data_check_names_line_field_and_cause_of_every_case(corpus: tuple[Path, list[Case]]) -> None:
+    manifest, cases = corpus
+    run = cli("data", "check", str(manifest))
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    for case in cases:
+        said = _lines_about(run.stdout, manifest, case.line)
+        errors = [x for x in said if ": error: " in x]
+        if case.usable:
+            assert not errors, (case.name, errors)
+            continue
+        hits = [x for x in errors if f": {case.field}: " in x and case.cause in x.lower()]
+        assert hits, (case.name, case.field, case.cause, said)
+        if case.id is not None:
+            assert f"(id {case.id!r})" in hits[0], (case.name, hits[0])
+    assert "[bold]x[/bold].mp4" in run.stdout, "markup from the data is printed as text"
+    warned = {c.name for c in cases if any(": warning: " in x for x in _lines_about(run.stdout, manifest, c.line))}
+    assert {"5 MB transcript", "end beyond the duration"} <= warned
+
+
+def test_data_check_allows_a_root_given_on_the_command_line_or_in_the_roots_file(
+        corpus: tuple[Path, list[Case]], tmp_path: Path) -> None:
+    manifest, cases = corpus
+    outside = manifest.parent.parent / "outside"
+    escaping = [c for c in cases if c.cause == "outside" and c.field == "video"]
+    rows = [line for i, line in enumerate(manifest.read_bytes().splitlines(keepends=True), 1)
+            if i in {c.line for c in escaping}]
+    small = manifest.parent / "escaping.jsonl"
+    small.write_bytes(b"".join(rows))
+    assert cli("data", "check", str(small)).returncode == 1
+    assert cli("data", "check", str(small), "--allow-root", str(outside)).returncode == 0
+    small.with_suffix(".roots").write_text(f"# test\n{os.path.relpath(outside, small.parent)}\n")
+    assert cli("data", "check", str(small)).returncode == 0
+
+
+def test_data_prep_records_every_case_and_goes_on(corpus: tuple[Path, list[Case]], prepped) -> None:
+    manifest, cases = corpus
+    out, run = prepped
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr and "[bold]x[/bold]" in run.stdout  # failures go to the progress console
+    rows = {r["id"]: r for r in map(json.loads, (out / "prep.jsonl").read_text().splitlines())}
+    for case in cases:
+        if case.outcome == ROW:
+            assert case.id not in rows or case.name == "duplicated id", case.name
+            said = _lines_about(run.stderr, manifest, case.line)
+            assert any(f": {case.field}: " in x and case.cause in x.lower() for x in said), (case.name, said)
+            continue
+        row = rows[case.id]
+        if case.usable:
+            assert row["error"] is None and row["arrays"], (case.name, row["error"])
+        else:
+            assert row["error"] and case.cause in row["error"].lower(), (case.name, row["error"])
+    assert rows["good"]["faces_found"] > 0 and rows["no_face"]["faces_found"] == 0
+    assert rows["two_faces"]["faces_found"] > 0
+    cut = rows["cut_faststart"]
+    assert cut["frames"] > 0 and not cut["audio"] and any("without audio" in w for w in cut["warnings"])
+
+
+def test_good_clips_come_out_the_same_without_the_bad_ones(corpus: tuple[Path, list[Case]], prepped) -> None:
+    manifest, _ = corpus
+    out, _ = prepped
+    alone = manifest.parent.parent / "prep_good"
+    run = cli("data", "prep", str(manifest.parent / "good.jsonl"), "--out", str(alone), "--no-progress")
+    assert run.returncode == 0, run.stderr[-2000:]
+
+    def rows(folder: Path) -> dict[str, dict]:
+        found = (json.loads(x) for x in (folder / "prep.jsonl").read_text().splitlines())
+        return {r["id"]: {k: v for k, v in r.items() if k != "seconds"} for r in found}  # seconds: wall time
+
+    good, mixed = rows(alone), rows(out)
+    assert good and all(mixed[i] == row for i, row in good.items())
+    for row in good.values():
+        with np.load(alone / row["arrays"]) as a, np.load(out / row["arrays"]) as b:
+            assert sorted(a.files) == sorted(b.files)
+            assert all(np.array_equal(a[k], b[k], equal_nan=True) for k in a.files), row["id"]  # NaN: no face
+
+
+def test_retry_errors_redoes_the_failed_rows_without_dying(corpus: tuple[Path, list[Case]], prepped) -> None:
+    out, _ = prepped
+    before = (out / "prep.jsonl").read_text().splitlines()
+    run = cli("data", "prep", str(corpus[0]), "--out", str(out), "--no-progress", "--retry-errors")
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    after = [json.loads(x) for x in (out / "prep.jsonl").read_text().splitlines()]
+    assert len(after) == len(before) and len({r["id"] for r in after}) == len(after)
+    assert "failed markup_path: " in run.stdout
+
+
+def test_whole_manifest_cases(corpus: tuple[Path, list[Case]], tmp_path: Path) -> None:
+    manifest, _ = corpus
+    video = manifest.parent / "media" / "good_av.mp4"
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "v.mp4").write_bytes(video.read_bytes())
+    for name, (path, usable) in write_manifest_cases(tmp_path, "media/v.mp4").items():
+        check = cli("data", "check", str(path))
+        prep = cli("data", "prep", str(path), "--out", str(tmp_path / f"out_{path.stem}"), "--no-progress",
+                   "--no-faces")
+        for run in (check, prep):
+            assert "Traceback" not in run.stderr, (name, run.stderr[-2000:])
+            assert (run.returncode == 0) == usable, (name, run.returncode, run.stdout[-500:], run.stderr[-500:])
+        if name in ("empty", "blank lines"):
+            assert "has no row" in check.stderr and "has no row" in prep.stderr, name
+        if name == "directory":
+            assert "cannot read manifest" in check.stderr + prep.stderr
+            train = cli("train", "recipes/tiny/sft.yaml", f"data.manifest={path}", f"output_dir={tmp_path / 't'}")
+            assert train.returncode == 2 and "is a directory" in train.stderr and "Traceback" not in train.stderr
+
+
+def test_training_loader_skips_bad_rows_and_serves_bad_media_as_text(corpus: tuple[Path, list[Case]], prepped, tiny,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    from affectllm.data.manifest import select_clips
+    from affectllm.data.prompts import MAX_TRANSCRIPT_CHARS
+    from affectllm.inputs.collate import SftCollator
+    from affectllm.inputs.store import ClipStore
+
+    manifest, cases = corpus
+    out, _ = prepped
+    model, processor = tiny
+    with caplog.at_level(logging.WARNING):
+        clips = select_clips(str(manifest), None)
+    by_id = {c.id: c for c in clips}
+    for case in cases:
+        if case.outcome == ROW and case.field != "video":  # training reads media anywhere (only check/prep confine)
+            assert case.id not in by_id or case.name == "duplicated id", case.name
+            assert f"{manifest}:{case.line}" in caplog.text, case.name
+    store = ClipStore(str(out), num_frames=4)
+    collate = SftCollator(processor, store, model.config.enabled_modalities(), max_length=256)
+    for clip in clips:  # one row a batch, so a failure names its clip
+        batch = collate([{"clip": clip, "question": "Which emotion?", "target": "<answer>happy</answer>"}])
+        assert batch["input_ids"].shape[1] <= 256 + MAX_TRANSCRIPT_CHARS, clip.id  # the 5 MB transcript was cut
+    media_cases = {c.id: c for c in cases if c.outcome == MEDIA}
+    for clip_id, case in media_cases.items():
+        assert case.cause in store.failures[clip_id].lower(), (case.name, store.failures[clip_id])
+    assert not set(store.failures) - set(media_cases)
