@@ -144,6 +144,11 @@ class GrpoOptions:
         "process and encode each clip once per generation batch (a group shares one clip); false encodes every "
         "row (same results, G x the encoder work: a baseline for bench/grpo.py)",
     )
+    prefill_once: bool = _opt(
+        True,
+        "rollouts run each clip's prompt through the LLM once and copy its KV cache to the G rows of its group "
+        "(needs dedup_media; same completions as false, which prefills all G copies: a baseline for bench/grpo.py)",
+    )
 
 
 @dataclass

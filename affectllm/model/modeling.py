@@ -397,11 +397,14 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
                                       hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
-    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, *args: Any,
+    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, *args: Any, cache: Any = None,
                                       is_first_iteration: bool | None = False, **kwargs: Any) -> dict[str, Any]:
-        """Pass media only on the prefill step; later steps read them from the KV cache."""
-        inputs = super().prepare_inputs_for_generation(input_ids, *args, is_first_iteration=is_first_iteration,
-                                                       **kwargs)
+        """Pass media only on the prefill step; later steps read them from the KV cache.
+
+        ``cache`` is named so that ``generate`` accepts a cache built beforehand (``generation.generate_shared``).
+        """
+        inputs = super().prepare_inputs_for_generation(input_ids, *args, cache=cache,
+                                                       is_first_iteration=is_first_iteration, **kwargs)
         if not is_first_iteration and kwargs.get("use_cache", True):
             for key in MEDIA_KWARGS:
                 inputs.pop(key, None)

@@ -8,7 +8,7 @@ ratio is 1 and training is on-policy. ``beta: 0.0`` (tiny, SmolLM2: no reference
 with the clip-higher range ``epsilon`` 0.2 / ``epsilon_high`` 0.28 (7B: k3 KL to the adapters-off model under
 LoRA). The reward is the weighted sum of the recipe's rewards (``reward_weights``).
 
-TRL 1.16 carries images only, so :class:`AffectGRPOTrainer` overrides the four places where media matter, each
+TRL 1.16 carries images only, so :class:`AffectGRPOTrainer` overrides the five places where media or rollouts matter, each
 pinned to the TRL lines it mirrors (a TRL bump is then a reviewable diff):
 
 * ``_tokenize_prompts`` (mirrors trl==1.16.0 trl/trainer/grpo_trainer.py:1684): the dataset prompts are already the
@@ -18,7 +18,10 @@ pinned to the TRL lines it mirrors (a TRL bump is then a reviewable diff):
   per-row media and ids to TRL's batch, so its shuffle and split keep them aligned with the rows;
 * ``_compute_loss`` (:3020): scores a micro-batch with its own media and records its ids (``last_loss_ids``);
 * ``_get_per_token_logps_and_entropies`` (:1419): TRL's own implementation (fused LM head, ``cast_lm_head_to_fp32``,
-  entropy with gradient, MoE aux loss) per chunk, with the chunk's media as extra model inputs.
+  entropy with gradient, MoE aux loss) per chunk, with the chunk's media as extra model inputs;
+* ``_generate_single_turn`` (:1763): TRL's own rollout, with the policy's ``generate`` made prefill-once
+  (:func:`~affectllm.model.generation.generate_shared`: a group's prompt runs through the LLM once, its KV cache
+  copied to the G rows) on the transformers path (``grpo.prefill_once``).
 
 Rows travel by clip id: the dataset holds ``prompt``, ``id``, ``question`` and the reward columns; the trainer keeps
 an id -> :class:`~affectllm.types.Clip` index.
@@ -26,6 +29,7 @@ an id -> :class:`~affectllm.types.Clip` index.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Sequence
@@ -43,6 +47,7 @@ from ..data.manifest import select_clips
 from ..data.prompts import QUESTIONS
 from ..inputs.collate import build_prompt_inputs, media_kwargs, present_modalities
 from ..inputs.store import ClipStore
+from ..model.generation import prefill_once_generation
 from ..parsing import completion_text, parse_completion
 from ..rewards import make_reward
 from ..rewards.common import check_columns, declared_columns, reward_columns
@@ -181,15 +186,18 @@ class AffectGRPOTrainer(GRPOTrainer):
         dedup_media: process and encode each clip once per generation batch (recipe ``grpo.dedup_media``); false
             processes every row's media on its own (same results, G x the encoder work: a baseline for
             ``bench/grpo.py``, which flips the attribute between steps).
+        prefill_once: rollouts prefill each group's prompt once (recipe ``grpo.prefill_once``; rows share a prompt
+            only with ``dedup_media``); false prefills every row (same completions: a baseline for the bench).
         *args, **kwargs: passed to ``GRPOTrainer``.
     """
 
     def __init__(self, *args: Any, clip_store: ClipStore, clips: Sequence[Clip], dedup_media: bool = True,
-                 **kwargs: Any) -> None:
+                 prefill_once: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.clip_store = clip_store
         self.clips: dict[str, Clip] = {c.id: c for c in clips}
         self.dedup_media = dedup_media
+        self.prefill_once = prefill_once
         self.last_loss_ids: list[str] = []
         # Set by _generate_and_score_completions for _tokenize_prompts: TRL passes the latter the prompts only.
         self._batch_ids: list[str] = []
@@ -223,6 +231,18 @@ class AffectGRPOTrainer(GRPOTrainer):
             self._scoring = None
         output.update(media.columns())
         return output
+
+    def _generate_single_turn(self, prompt_ids: list[list[int]], images: Any, multimodal_fields: dict[str, Any],
+                              num_generations: int, has_tool_images: bool = False) -> tuple[list[list[int]], Any]:
+        """mirrors trl==1.16.0 trl/trainer/grpo_trainer.py:1763 _generate_single_turn, its ``generate`` call
+        prefilling each distinct prompt once (transformers path; vLLM is refused by build_trainer)."""
+        regular = not self.use_vllm and not self.use_transformers_continuous_batching
+        context = contextlib.nullcontext()
+        if self.prefill_once and regular:
+            context = prefill_once_generation(unwrapped(self.accelerator.unwrap_model(self.model)))
+        with context:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
 
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         """mirrors trl==1.16.0 trl/trainer/grpo_trainer.py:3020 _compute_loss, on the micro-batch's own media."""
@@ -363,7 +383,7 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
     model = trainable(model, recipe)
     trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
                           processing_class=processor, clip_store=store, clips=clips,
-                          dedup_media=recipe.grpo.dedup_media)
+                          dedup_media=recipe.grpo.dedup_media, prefill_once=recipe.grpo.prefill_once)
     trainer.add_callback(MetricsLogger(out))
     trainer.add_callback(NonFiniteGuard(recipe.max_bad_steps, trainer))
     return trainer
