@@ -19,7 +19,7 @@ def _model_init(a: argparse.Namespace) -> int:
 def _demo(a: argparse.Namespace) -> int:
     from .demo import demo_main
 
-    return demo_main(a.out, n=a.n, seed=a.seed, quick=a.quick)
+    return demo_main(a.out, n=a.n, seed=a.seed, quick=a.quick, fresh=a.fresh, threads=a.threads)
 
 
 def _data_check(a: argparse.Namespace) -> int:
@@ -223,11 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="affectllm", description="Train and serve multimodal emotion LLMs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = _add(sub, "demo", "Run the whole pipeline on EmoWorld with the tiny model on CPU: synthesize, SFT, GRPO, "
-             "calibration, and a stage-by-stage table between the oracle and the baselines.", _demo)
+    p = _add(sub, "demo", "Run the whole pipeline on EmoWorld with the tiny model on CPU: synthesize, prep, encoder "
+             "warm-start, SFT, GRPO, calibration, every stage scored on the same test clips against the oracle and "
+             "the baselines, label and chat; report.md and results.json. Reuses finished steps.", _demo)
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    p.add_argument("--n", type=int, default=240, help="number of synthetic clips (default: 240)")
+    p.add_argument("--n", type=int, default=2400, help="number of synthetic clips (default: 2400)")
     p.add_argument("--quick", action="store_true", help="a few steps per stage (a smoke run, numbers meaningless)")
+    p.add_argument("--fresh", action="store_true", help="delete --out first instead of reusing finished steps")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the CPUs this process may use)")
     p.add_argument("--seed", type=int, default=0)
 
     _add_data_commands(sub)

@@ -1,5 +1,6 @@
 """`affectllm demo`: the tiny recipes it runs ship inside the package (a wheel install has no recipes/ folder), and
-`affectllm demo --quick` runs the whole pipeline (EmoWorld -> SFT -> GRPO -> calibration -> summary) end to end."""
+`affectllm demo --quick` runs the whole job end to end (EmoWorld -> prep -> encoders -> feature cache -> SFT -> GRPO
+-> calibration -> scores on one set of test clips -> label + chat -> report.md, results.json), reusing what is done."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ SHIPPED = ROOT / "affectllm" / "recipes" / "tiny"
 def test_recipes_tiny_is_an_exact_copy_of_the_shipped_recipes():
     """One source of truth: affectllm/recipes/tiny/ (package data); recipes/tiny/ must not drift from it."""
     shipped = sorted(p.name for p in SHIPPED.glob("*.yaml"))
-    assert shipped == ["calibrate.yaml", "grpo.yaml", "sft.yaml"]
+    assert shipped == ["calibrate.yaml", "encoders.yaml", "grpo.yaml", "sft.yaml"]
     assert sorted(p.name for p in (ROOT / "recipes" / "tiny").glob("*.yaml")) == shipped
     for name in shipped:
         assert (ROOT / "recipes" / "tiny" / name).read_bytes() == (SHIPPED / name).read_bytes(), (
@@ -39,7 +40,7 @@ def test_the_wheel_ships_the_tiny_recipes_and_the_demo_reads_them_without_the_re
     (wheel,) = dist.glob("affectllm-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
-        assert {f"affectllm/recipes/tiny/{s}.yaml" for s in ("sft", "grpo", "calibrate")} <= names
+        assert {f"affectllm/recipes/tiny/{s}.yaml" for s in ("encoders", "sft", "grpo", "calibrate")} <= names
         z.extractall(tmp_path / "site")
     # run from a folder with no recipes/ anywhere, importing the unpacked wheel, not this checkout
     code = (
@@ -52,18 +53,38 @@ def test_the_wheel_ships_the_tiny_recipes_and_the_demo_reads_them_without_the_re
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().splitlines()[-1] == "['sft', 'grpo', 'calibrate']"
+    assert proc.stdout.strip().splitlines()[-1] == "['encoders', 'sft', 'grpo', 'calibrate']"
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("demo")
-def test_demo_quick_runs_every_stage_and_writes_the_summary(tmp_path):
+def test_demo_quick_runs_every_step_writes_every_artifact_and_reuses_them(tmp_path, capsys):
     from affectllm.cli import main
 
-    assert main(["demo", "--quick", "--n", "16", "--out", str(tmp_path)]) == 0
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert list(summary["stages"]) == ["sft", "grpo", "calibrate"]
-    assert set(summary["stages"]["sft"]) == {"ew_f", "hit", "au_f1", "ece", "format_ok"}
-    assert "oracle" in summary["emoworld"] and (tmp_path / "summary.png").is_file()
-    for stage in ("sft", "grpo", "calibrate"):
+    assert main(["demo", "--quick", "--n", "24", "--out", str(tmp_path), "--threads", "1"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    scores = results["scores"]
+    assert list(scores["stages"]) == ["sft", "grpo", "calibrate"]
+    for stage in scores["stages"].values():
+        assert {"ew_f", "hit", "au_f1", "ece", "auroc", "format_ok"} <= set(stage)
+        assert {"value", "low", "high"} <= set(stage["ew_f"])
+    assert set(scores["references"]) == {"oracle", "keyword baseline"}
+    assert set(scores["paired"]) == {"grpo - sft", "calibrate - grpo"} and len(scores["bar"]) == 7
+    assert {"emotion_acc", "au_f1", "confidence_auroc"} <= set(results["encoders"])
+    assert len(results["use"]["labels"]) == 4 and results["use"]["chat"]["transcript"]
+    steps = ["emoworld", "prep", "encoders", "features", "sft", "grpo", "calibrate", "scores", "use"]
+    assert list(results["timings"]) == steps and all("cpu_s" in t for t in results["timings"].values())
+    for stage in ("encoders", "sft", "grpo", "calibrate"):
         assert (tmp_path / stage / "model.safetensors").is_file()
+    assert (tmp_path / "encoders" / "confidence.jsonl").is_file()
+    assert any((tmp_path / "features" / "features").iterdir())  # the warm-started towers' cached outputs
+    report = (tmp_path / "report.md").read_text()
+    assert "| tiny after calibrate |" in report and "## The bar" in report and "affectllm chat" in report
+    for png in ("stage_metrics.png", "reliability.png", "rewards_grpo.png"):
+        assert (tmp_path / png).is_file() and f"]({png})" in report
+    # a second run reuses every step
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--n", "24", "--out", str(tmp_path), "--threads", "1"]) == 0
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert all(t.get("reused") for t in again["timings"].values())
+    assert again["scores"] == scores

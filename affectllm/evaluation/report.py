@@ -223,3 +223,89 @@ def write_report(results: dict[str, Any], records_by_task: dict[str, Sequence[di
 
     write_text(target, "\n".join(lines) + "\n")
     return target
+
+
+def _series(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """``metrics.jsonl`` as ``{key: [(step, value), ...]}`` (numeric values only)."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        for k, v in row.items():
+            if k != "step" and isinstance(v, (int, float)):
+                out.setdefault(k, []).append((int(row.get("step", 0)), float(v)))
+    return out
+
+
+def _smooth(ys: Sequence[float], window: int) -> list[float]:
+    """Trailing moving average over ``window`` points (the first points average what there is)."""
+    return [sum(ys[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(ys))]
+
+
+def reward_panels(metrics: Path, path: Path, window: int = 5) -> Path | None:
+    """One panel per reward term of a GRPO stage (``rewards/<name>/mean`` with its ``/std`` as a band, both
+    smoothed over ``window`` logs) plus the summed reward and the share of groups without reward variance, and a
+    second row with KL and entropy on their own axes. None when the log has no reward."""
+    series = _series(metrics)
+    names = sorted(k[8:-5] for k in series if k.startswith("rewards/") and k.endswith("/mean"))  # rewards/<n>/mean
+    extra = [k for k in ("reward", "frac_reward_zero_std") if k in series]
+    if not names and not extra:
+        return None
+    top = [*names, *extra]
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, max(len(top), 2), figsize=(3.2 * max(len(top), 2), 6), squeeze=False)
+    for ax, name in zip(axes[0], top):
+        key = f"rewards/{name}/mean" if name in names else name
+        xs, ys = zip(*series[key])
+        mean = _smooth(ys, window)
+        std_key = f"rewards/{name}/std" if name in names else ("reward_std" if name == "reward" else None)
+        if std_key in series:
+            std = _smooth([v for _, v in series[std_key]][:len(mean)], window)
+            ax.fill_between(xs[:len(std)], [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                            alpha=0.25, lw=0)
+        ax.plot(xs, ys, lw=0.6, alpha=0.4)
+        ax.plot(xs, mean, lw=1.8)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step")
+    for ax in axes[0][len(top):]:
+        ax.axis("off")
+    for ax, key in zip(axes[1], ("kl", "entropy")):
+        if key in series:
+            xs, ys = zip(*series[key])
+            ax.plot(xs, ys, lw=0.6, alpha=0.4)
+            ax.plot(xs, _smooth(ys, window), lw=1.8)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step")
+    for ax in axes[1][2:]:
+        ax.axis("off")
+    fig.suptitle(f"{metrics.parent.name}: rewards (mean, band = ±1 std across completions, smoothed)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def stage_metrics_plot(rows: dict[str, dict[str, Any]], refs: dict[str, dict[str, Any]], path: Path,
+                       metrics: Sequence[str] = ("ew_f", "hit", "au_f1")) -> None:
+    """Per-stage bars of each metric with their bootstrap 95% intervals as error bars (``rows[stage][metric]`` is
+    ``{"value", "low", "high"}``), and the reference systems (oracle, baselines: ``refs[name][metric]``) as lines."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.8), squeeze=False)
+    stages = list(rows)
+    for ax, metric in zip(axes[0], metrics):
+        vals = [rows[s].get(metric) or {} for s in stages]
+        mid = [v.get("value") or 0.0 for v in vals]
+        err = [[m - (v.get("low") if v.get("low") is not None else m) for m, v in zip(mid, vals)],
+               [(v.get("high") if v.get("high") is not None else m) - m for m, v in zip(mid, vals)]]
+        ax.bar(range(len(stages)), mid, yerr=err, capsize=3, color="tab:blue")
+        for (name, ref), style in zip(refs.items(), ("-", "--", ":", "-.")):
+            if ref.get(metric) is not None:
+                ax.axhline(ref[metric], ls=style, lw=1, color="grey", label=name)
+        ax.set_xticks(range(len(stages)), stages)
+        ax.set_ylim(0, 1)
+        ax.set_title(metric.replace("_", "-").upper(), fontsize=10)
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

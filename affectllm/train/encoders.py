@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import Trainer
 
 from ..config import Recipe, trainer_args
@@ -132,20 +133,40 @@ class TowerHeads(nn.Module):
 
 
 class TowerCollator:
-    """Clip ids -> the towers' processed media (the one prompt path, question unused), row indices and gold."""
+    """Clip ids -> the towers' processed media, row indices and gold.
+
+    Each clip goes through the one prompt path (:func:`build_prompt_inputs`, question unused) once; its processed
+    tensors are kept, so later epochs skip the image resizing and log-mel extraction that dominate a step on CPU.
+    """
 
     def __init__(self, processor: Any, store: ClipStore, modalities: list[str], clips: dict[str, Clip],
                  vocab: Vocab) -> None:
         self.processor, self.store, self.modalities = processor, store, modalities
         self.clips, self.vocab = clips, vocab
+        self._processed: dict[str, dict[str, torch.Tensor]] = {}
+
+    def processed(self, clip: Clip) -> dict[str, torch.Tensor]:
+        """One clip's media tensors (``pixel_values_videos [1, t, 3, h, w]`` ...; masks included), cached."""
+        if clip.id not in self._processed:
+            batch = build_prompt_inputs(self.processor, self.store, [clip], [""], self.modalities)
+            self._processed[clip.id] = {k: v for k, v in batch.inputs.items()
+                                        if k not in ("input_ids", "attention_mask") and not k.endswith("_index")}
+        return self._processed[clip.id]
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         clips = [self.clips[r["id"]] for r in rows]
-        batch = build_prompt_inputs(self.processor, self.store, clips, [""] * len(clips), self.modalities)
-        out = {k: v for k, v in batch.inputs.items() if k not in ("input_ids", "attention_mask")}
-        out = {k: v for k, v in out.items() if not k.endswith("_index")}
-        out["rows"] = {m: torch.tensor([i for i, p in enumerate(batch.present) if m in p], dtype=torch.long)
-                       for m in self.modalities}
+        per_clip = [self.processed(c) for c in clips]
+        out: dict[str, Any] = {"rows": {}}
+        for m in self.modalities:
+            name, mask = MEDIA_INPUT_NAMES[m], MASK_INPUT_NAMES.get(m)
+            rows_m = [i for i, p in enumerate(per_clip) if name in p]
+            out["rows"][m] = torch.tensor(rows_m, dtype=torch.long)
+            if not rows_m:
+                continue
+            values = [per_clip[i][name][0] for i in rows_m]
+            out[name] = pad_sequence(values, batch_first=True)  # same length except padded waveforms
+            if mask and mask in per_clip[rows_m[0]]:
+                out[mask] = pad_sequence([per_clip[i][mask][0] for i in rows_m], batch_first=True)
         return {**out, **self.vocab.targets(clips)}
 
 
