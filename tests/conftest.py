@@ -30,6 +30,28 @@ def tiny():
     return model, processor
 
 
+def save_tiny_model(out):
+    """Save a random tiny model (seed 0) with its processor into ``out``; returns ``out``."""
+    from affectllm.model.build import build_model
+
+    model, processor = build_model(seed=0)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A saved tiny model directory (random init, seed 0), shared read-only: tests that change it copy it first."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def model_dir(tiny_model_dir):
+    """The saved tiny model, by the name the engine, chat and label tests use (a module may define its own)."""
+    return tiny_model_dir
+
+
 @pytest.fixture(scope="session")
 def media():
     """One synthetic clip's media: frames, 16 kHz audio, face crops, AU vectors."""

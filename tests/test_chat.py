@@ -19,17 +19,6 @@ GEN = GenerationOptions(max_new_tokens=8)
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from affectllm.model.build import build_model
-
-    model, processor = build_model(seed=0)
-    out = tmp_path_factory.mktemp("tiny_model")
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def clip(emoworld):
     return read_manifest(emoworld)[0][0]
 

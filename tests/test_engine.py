@@ -18,18 +18,6 @@ GEN = GenerationOptions(max_new_tokens=12)
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A saved tiny model directory (random init, seed 0)."""
-    from affectllm.model.build import build_model
-
-    model, processor = build_model(seed=0)
-    out = tmp_path_factory.mktemp("tiny_model")
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def engine(model_dir):
     return Engine.load(model_dir, device="cpu")
 

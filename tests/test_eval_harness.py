@@ -141,23 +141,22 @@ def test_compare_two_runs_paired_and_interval_fallback(world, emoworld, tmp_path
     assert "ew_level1" in printed and "emoworld_basic" in printed
 
 
-def test_task_typo_names_file_and_key(tmp_path):
+@pytest.mark.parametrize(("text", "match"), [
+    ("dataset:\n  manifest: m.jsonl\nmetrcs: [ew_level1]\n", r"typo\.yaml.*metrcs.*did you mean 'metrics'"),
+    ("dataset:\n  manifst: m.jsonl\nmetrics: [ew_level1]\n", r"typo\.yaml.*dataset\.manifst.*did you mean 'manifest'"),
+    ("dataset:\n  manifest: m.jsonl\nmetrics: [ew_levl1]\n", r"typo\.yaml.*metrics\[0\].*did you mean 'ew_level1'"),
+    ("dataset:\n  manifest: m.jsonl\nmetrics: [accuracy]\n", r"typo\.yaml.*'classes'"),
+    ("dataset:\n  manifest: m.jsonl\nmetrics: [ece]\nbootstrap: {resamples: 0}\n",
+     r"typo\.yaml.*'bootstrap'.*resamples must be >= 1"),
+])
+def test_task_typo_names_file_and_key(tmp_path, text, match):
     path = tmp_path / "typo.yaml"
-    path.write_text("dataset:\n  manifest: m.jsonl\nmetrcs: [ew_level1]\n")
-    with pytest.raises(TaskError, match=r"typo\.yaml.*metrcs.*did you mean 'metrics'"):
+    path.write_text(text)
+    with pytest.raises(TaskError, match=match):
         load_task(str(path))
-    path.write_text("dataset:\n  manifst: m.jsonl\nmetrics: [ew_level1]\n")
-    with pytest.raises(TaskError, match=r"typo\.yaml.*dataset\.manifst.*did you mean 'manifest'"):
-        load_task(str(path))
-    path.write_text("dataset:\n  manifest: m.jsonl\nmetrics: [ew_levl1]\n")
-    with pytest.raises(TaskError, match=r"typo\.yaml.*metrics\[0\].*did you mean 'ew_level1'"):
-        load_task(str(path))
-    path.write_text("dataset:\n  manifest: m.jsonl\nmetrics: [accuracy]\n")
-    with pytest.raises(TaskError, match=r"typo\.yaml.*'classes'"):
-        load_task(str(path))
-    path.write_text("dataset:\n  manifest: m.jsonl\nmetrics: [ece]\nbootstrap: {resamples: 0}\n")
-    with pytest.raises(TaskError, match=r"typo\.yaml.*'bootstrap'.*resamples must be >= 1"):
-        load_task(str(path))
+
+
+def test_unknown_task_lists_the_shipped_ones():
     with pytest.raises(TaskError, match="unknown task 'nope'.*emoworld_ov"):
         load_task("nope")
 

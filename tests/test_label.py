@@ -28,17 +28,6 @@ BATCH = 3
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from affectllm.model.build import build_model
-
-    model, processor = build_model(seed=0)
-    out = tmp_path_factory.mktemp("tiny_model")
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
-
-
 def job(manifest, model_dir, out, **kw) -> LabelJob:
     options = {"batch_size": BATCH, "num_workers": 0, "gen": GEN, "progress": False, **kw}
     return LabelJob(manifest=str(manifest), model=str(model_dir), out=str(out), **options)

@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from conftest import save_tiny_model
 
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
@@ -32,13 +33,8 @@ READY_S = 120
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from affectllm.model.build import build_model
-
-    model, processor = build_model(seed=0)
-    out = tmp_path_factory.mktemp("serve_model") / "tiny-emo"
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
+    """A saved tiny model in a folder named tiny-emo (the served model's id)."""
+    return save_tiny_model(tmp_path_factory.mktemp("serve_model") / "tiny-emo")
 
 
 @pytest.fixture(scope="module")

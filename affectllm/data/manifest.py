@@ -116,14 +116,8 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any, Problem
 
 def read_jsonl(path: str | os.PathLike[str]) -> tuple[list[tuple[int, Any]], list[Problem]]:
     """Read a whole JSONL file: ``([(line_number, value), ...], problems)``; unreadable lines become problems."""
-    rows: list[tuple[int, Any]] = []
-    problems: list[Problem] = []
-    for number, value, problem in iter_jsonl(path):
-        if problem is not None:
-            problems.append(problem)
-        else:
-            rows.append((number, value))
-    return rows, problems
+    rows, errors = jsonl.read_jsonl(path)
+    return rows, [Problem(e.line, "json", e.message, e.hint, path=str(path)) for e in errors]
 
 
 def _check_scalars(row: dict[str, Any], err: Any) -> None:

@@ -32,14 +32,8 @@ RAVDESS_EMOTIONS: dict[str, str] = {
 RAVDESS_STATEMENTS: dict[str, str] = {"01": "Kids are talking by the door.", "02": "Dogs are sitting by the door."}
 _RAVDESS_NAME = re.compile(r"^(0[1-3])-(0[12])-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d\d)$")
 
-CREMAD_EMOTIONS: dict[str, str] = {
-    "ANG": "angry",
-    "DIS": "disgust",
-    "FEA": "fear",
-    "HAP": "happy",
-    "NEU": "neutral",
-    "SAD": "sad",
-}
+CREMAD_EMOTIONS: dict[str, str] = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral",
+                                   "SAD": "sad"}
 CREMAD_LEVELS: dict[str, str] = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified"}
 CREMAD_SENTENCES: dict[str, str] = {
     "IEO": "It's eleven o'clock.",
@@ -58,18 +52,9 @@ CREMAD_SENTENCES: dict[str, str] = {
 _CREMAD_VOTES: dict[str, str] = {code[0]: name for code, name in CREMAD_EMOTIONS.items()}  # A, D, F, H, N, S
 _CREMAD_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 
-IEMOCAP_LABELS: dict[str, str] = {
-    "neu": "neutral",
-    "fru": "frustrated",
-    "ang": "angry",
-    "sad": "sad",
-    "hap": "happy",
-    "exc": "excited",
-    "sur": "surprised",
-    "fea": "fearful",
-    "dis": "disgusted",
-    "oth": "other",
-}
+IEMOCAP_LABELS: dict[str, str] = {"neu": "neutral", "fru": "frustrated", "ang": "angry", "sad": "sad", "hap": "happy",
+                                  "exc": "excited", "sur": "surprised", "fea": "fearful", "dis": "disgusted",
+                                  "oth": "other"}
 _IEMOCAP_LINE = re.compile(r"^\[([\d.]+)\s*-\s*([\d.]+)\]\s+(\S+)\s+(\S+)\s+\[([\d.]+),\s*([\d.]+),\s*([\d.]+)\]")
 _IEMOCAP_TEXT = re.compile(r"^(Ses\S+)\s+\[[^\]]*\]:\s*(.*)$")
 

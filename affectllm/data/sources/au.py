@@ -102,16 +102,9 @@ def load_disfa(
         videos = find_all(root, f"{folder_name}/{camera}Video{subject}*")
         video = str(videos[0]) if videos else str(root / folder_name / f"{camera}Video{subject}_comp.avi")
         for k, (start, end, active, mean) in enumerate(au_windows(frames, DISFA_FPS, window, threshold, min_share, 5)):
-            out.clips.append(
-                _clip(
-                    "disfa",
-                    f"{subject}/{k:04d}",
-                    video=video,
-                    aus=active,
-                    split=_subject_split(subject, test_subjects),
-                    extra={"subject": subject, "start": start, "end": end, "au_intensity": mean},
-                )
-            )
+            extra = {"subject": subject, "start": start, "end": end, "au_intensity": mean}
+            out.clips.append(_clip("disfa", f"{subject}/{k:04d}", video=video, aus=active,
+                                   split=_subject_split(subject, test_subjects), extra=extra))
     return out
 
 
@@ -156,21 +149,8 @@ def load_bp4d(
         for k, (start, end, active, share) in enumerate(
             au_windows(_bp4d_frames(path), BP4D_FPS, window, 1.0, min_share, 1)
         ):
-            out.clips.append(
-                _clip(
-                    "bp4d",
-                    f"{subject}_{task}/{k:04d}",
-                    video=video,
-                    aus=active,
-                    split=_subject_split(subject, test_subjects),
-                    extra={
-                        "subject": subject,
-                        "task": task,
-                        "task_emotion": BP4D_TASKS.get(task),
-                        "start": start,
-                        "end": end,
-                        "au_share": share,
-                    },
-                )
-            )
+            extra = {"subject": subject, "task": task, "task_emotion": BP4D_TASKS.get(task), "start": start,
+                     "end": end, "au_share": share}
+            out.clips.append(_clip("bp4d", f"{subject}_{task}/{k:04d}", video=video, aus=active,
+                                   split=_subject_split(subject, test_subjects), extra=extra))
     return out
