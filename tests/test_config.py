@@ -50,7 +50,7 @@ def test_load_good_recipe_with_overrides(tmp_path):
         (GOOD.replace("lora: {r: 4}", "lora: {r: four}"), [], r"r\.yaml.*(four|r).*model\.lora\.r"),
         (GOOD, ["model.lora.r=many"], r"override 'model.lora.r=many'"),
         (GOOD, ["trainer.learning_rat=1"], r"trainer\.learning_rat is not an option of GRPOConfig"),
-        (GOOD.replace("stage: grpo", "stage: dpo"), [], r"stage='dpo' must be one of sft, grpo, calibrate"),
+        (GOOD.replace("stage: grpo", "stage: dpo"), [], r"stage='dpo' must be one of encoders, sft, grpo, calibrate"),
         (GOOD.replace("output_dir: runs/x\n", ""), [], r"missing mandatory value: output_dir"),
         (GOOD, ["trainer.max_steps"], r"expected key=value"),
         # a typo in a stage option fails with its dotted path, in the file and on the command line
@@ -133,7 +133,7 @@ RECIPES = sorted(
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_recipe_loads_and_starts_with_its_command(path):
     recipe = load_recipe(path)
-    assert recipe.stage in ("sft", "grpo", "calibrate")
+    assert recipe.stage in ("encoders", "sft", "grpo", "calibrate")
     first = path.read_text().splitlines()[0]
     assert first.startswith("#") and "affectllm" in first, f"{path}: first line must be the command that runs it"
 

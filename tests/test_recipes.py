@@ -68,11 +68,12 @@ def test_first_line_command_names_this_file_and_loads_with_its_overrides(path, l
 def test_trainer_block_builds_the_trl_config(path, loaded):
     recipe = loaded[path]
     args = checked_trainer_args(recipe)
-    assert type(args).__name__ == ("SFTConfig" if recipe.stage == "sft" else "GRPOConfig")
+    expected = {"sft": "SFTConfig", "encoders": "TrainingArguments"}.get(recipe.stage, "GRPOConfig")
+    assert type(args).__name__ == expected
     for key, value in recipe.trainer.items():
         if key not in ("bf16", "use_cpu", "gradient_checkpointing", "gradient_checkpointing_kwargs"):
             assert getattr(args, key) == value or isinstance(value, (list, dict)), key
-    defaults = {**TRAINER_DEFAULTS, **(RL_TRAINER_DEFAULTS if recipe.stage != "sft" else {})}
+    defaults = {**TRAINER_DEFAULTS, **(RL_TRAINER_DEFAULTS if recipe.stage in ("grpo", "calibrate") else {})}
     for key, value in defaults.items():
         if key not in recipe.trainer:
             assert getattr(args, key) == value, f"{rel(path)}: house default {key}={value} did not land"
@@ -80,7 +81,7 @@ def test_trainer_block_builds_the_trl_config(path, loaded):
     assert args.output_dir == recipe.output_dir
     if recipe.stage == "sft":
         assert args.dataset_kwargs == {"skip_prepare_dataset": True}
-    else:
+    elif recipe.stage != "encoders":
         assert args.reward_weights == [r.weight for r in recipe.rewards]
         # A generation batch must hold whole groups on every process count (TRL checks the global one only).
         per_process = args.per_device_train_batch_size * args.gradient_accumulation_steps
