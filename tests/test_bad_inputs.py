@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import COMPLETION
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.bad_inputs import MEDIA, ROW, WARNING, Case, write_corpus, write_manifest_cases
 
@@ -183,3 +187,37 @@ def test_training_loader_skips_bad_rows_and_serves_bad_media_as_text(corpus: tup
     for clip_id, case in media_cases.items():
         assert case.cause in store.failures[clip_id].lower(), (case.name, store.failures[clip_id])
     assert not set(store.failures) - set(media_cases)
+
+
+# Fuzzing: model output and dataset columns as hostile as the corpus (tests/test_parsing.py and test_rewards.py hold
+# the per-module fuzz tests; these add volume, every registered reward, and junk in the gold columns).
+GOLD_TEXT = st.one_of(st.text(max_size=40), st.sampled_from(["happy", "sad", "AU6", "", " ", "[/red]", "快乐", "\0"]))
+COLUMNS = st.fixed_dictionaries({
+    "labels": st.lists(GOLD_TEXT, max_size=5),
+    "emotion": st.one_of(st.none(), GOLD_TEXT),
+    "aus": st.lists(st.one_of(st.sampled_from(["AU6", "AU12", "AU04", "au1", "AU3", "AU99"]), st.text(max_size=8)),
+                    max_size=5),
+    "completion_ids": st.lists(st.integers(0, 50_000), max_size=600),
+})
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(COMPLETION, st.text(alphabet=st.characters(codec="utf-8"), max_size=2000)))
+def test_the_parser_never_raises(text: str) -> None:
+    from affectllm.parsing import parse_completion
+
+    parsed = parse_completion(text)
+    assert parsed.confidence is None or 0.0 <= parsed.confidence <= 1.0
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(COMPLETION, COLUMNS, st.booleans()), min_size=1, max_size=4))
+def test_every_reward_never_raises_and_scores_a_finite_number_or_none(batch: list) -> None:
+    from affectllm.registry import REWARDS
+
+    completions = [[{"role": "assistant", "content": text}] if chat else text for text, _, chat in batch]
+    columns = {key: [cols[key] for _, cols, _ in batch] for key in batch[0][1]}
+    for name in REWARDS.names():
+        scores = REWARDS.get(name)(completions, **columns)
+        assert len(scores) == len(batch), name
+        assert all(s is None or math.isfinite(s) for s in scores), (name, scores)

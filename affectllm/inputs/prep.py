@@ -386,6 +386,8 @@ def _prep_locked(clips: list[Clip], settings: PrepSettings, config: PrepConfig, 
         print("warning: the manifest has no row (empty, or blank lines only); nothing to prepare", file=sys.stderr)
         return 1
     journal = Path(settings.out, PREP_FILE)
+    for tmp in (p for sub in ("arrays", "features") for p in Path(settings.out, sub).glob(".*.tmp")):
+        tmp.unlink()  # an array file a kill cut short (atomic_write's temporary): no row points at it
     done = load_done(journal, drop_errors=config.retry_errors)
     todo = [c for c in clips if c.id not in done]
     failed = sum(1 for c in clips if c.id in done and done[c.id].get("error"))

@@ -11,7 +11,6 @@ from typing import Any
 
 from accelerate import PartialState
 from transformers.integrations import is_deepspeed_zero3_enabled
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import Recipe, recipe_to_yaml
 from ..data.manifest import select_clips
@@ -97,10 +96,31 @@ def save_final(model: Any, processor: Any, out: Path) -> None:
     processor.save_pretrained(out)
 
 
+def last_complete_checkpoint(out: Path) -> str | None:
+    """The newest ``checkpoint-N`` of ``out`` that a kill did not cut short, or None.
+
+    The Trainer writes a checkpoint's ``trainer_state.json`` last (after weights, optimizer, scheduler and RNG
+    states), in place: a folder whose state file is missing or unreadable was being written when the run died, and
+    is skipped (with a warning) for the one before it.
+    """
+    import json
+    import re
+
+    found = [(int(m.group(1)), p) for p in out.iterdir() if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+            return str(path)
+        except (OSError, ValueError):
+            log.warning("%s is incomplete (no readable trainer_state.json: the run died while saving it); resuming "
+                        "from the checkpoint before it", path)
+    return None
+
+
 def train_and_save(trainer: Any, processor: Any, recipe: Recipe, out: Path) -> None:
     """Train (resuming from the newest checkpoint when ``resume=true``), save the final model to ``out`` (every
     rank takes part under ZeRO-3; the main process writes) and, on the main process, plot the curves."""
-    resume = get_last_checkpoint(str(out)) if recipe.resume and out.is_dir() else None
+    resume = last_complete_checkpoint(out) if recipe.resume and out.is_dir() else None
     if recipe.resume and resume is None:
         log.warning("resume=true but %s has no checkpoint; starting from scratch", out)
     trainer.train(resume_from_checkpoint=resume)
