@@ -104,6 +104,16 @@ def _two_frames_far_apart(path: Path, seconds: int) -> Path:
     return path
 
 
+def _no_streams_mp4(path: Path) -> Path:
+    """An mp4 whose only track never got a packet: the muxer drops it, leaving a container with no stream."""
+    out = av.open(str(path), "w")
+    stream = out.add_stream("mjpeg", rate=8)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+    out.start_encoding()
+    out.close()
+    return path
+
+
 def _audio_only_mp4(path: Path) -> Path:
     with av.open(str(path), "w") as out:
         stream = out.add_stream("aac", rate=16000)
@@ -152,6 +162,7 @@ def _write_media(media: Path, outside: Path) -> dict[str, Path]:
     m["image_as_mp4"] = media / "image_as.mp4"
     Image.new("RGB", (64, 48), (200, 120, 40)).save(m["image_as_mp4"], format="JPEG")
     m["audio_only"] = _audio_only_mp4(media / "audio_only.mp4")
+    m["no_streams"] = _no_streams_mp4(media / "no_streams.mp4")
     m["huge_res"] = _encode(media / "huge_res.mp4", "libx264", "mp4", frames=1, size=(2400, 4000))
     m["huge_duration"] = _two_frames_far_apart(media / "huge_duration.mkv", 97 * 3600)
     m["corrupt_wav"] = media / "corrupt_header.wav"
@@ -208,6 +219,7 @@ def _cases(m: dict[str, Path], corpus: Path) -> list[tuple[str, Any, str, str, s
         ("random bytes named .mp4", v("random"), MEDIA, "video", "cannot"),
         ("image renamed .mp4", v("image_as_mp4"), WARNING, "video", "recovered"),
         ("mp4 with only audio", v("audio_only"), MEDIA, "video", "no video stream"),
+        ("mp4 with no stream", v("no_streams"), MEDIA, "video", "no video stream"),
         ("wav named as video", {"id": "wav_as_video", "video": rel["good_wav"], "labels": ["x"]}, MEDIA, "video",
          "no video stream"),
         ("video in the audio field", {"id": "video_as_audio", "audio": rel["no_face"], "labels": ["x"]}, MEDIA,

@@ -133,8 +133,6 @@ def probe_file(path: str, kind: str, open_media: bool = True) -> FileCheck:
         found = ", ".join(check.streams) or "none"
         check.error = f"has no {kind} stream (streams: {found})"
         check.hint = f"move it to the field of the stream it has, or give a file with {kind}"
-    elif kind == "video" and check.info.num_frames == 0:
-        check.error, check.hint = "the video stream has no frames", "re-encode or replace it"
     elif kind == "audio" and (check.info.duration_s or 0.0) < MIN_AUDIO_S:
         check.error = f"no audio samples to use ({check.info.duration_s or 0:.4f} s, under {MIN_AUDIO_S * 1000:g} ms)"
         check.hint = "give a longer recording or drop the row's 'audio'"
