@@ -16,15 +16,25 @@
     same sequences. On CPU TRL's kernel scores every position (prompt included; only Triton devices skip the
     masked ones), so this measures the CPU path.
 
+(d) Rollout time per generation batch (2 clips x G rows, fixed-length completions), prefill-once (each clip's prompt
+    through the LLM once, its KV cache copied to the G rows) vs plain (G prefills), interleaved, at G = 4, 8, 16; and
+    the prompt positions the LLM computes per rollout (forward hook on the backbone). Tiny preset and SmolLM2-135M
+    with 256-wide towers, clips given as cached features.
+(e) Our layer over stock TRL: ``GRPOTrainer`` on the same backbone (same weights) with text-only prompts of the same
+    token length vs ``AffectGRPOTrainer`` on clips whose media are cached features; same ``GRPOConfig``
+    (G=4, 2 clips a step, fixed-length completions): median step time and the peak tensor memory of one whole step
+    (torch profiler CPU memory timeline), and their ratios.
+
 Parts (a) and (b) run on the tiny preset and on "small towers" (random CLIP-256x4 / Whisper-256x4 loaded by path like
 real backbones, see ``bench/model.py``), since with the tiny towers the encoder cost is mostly overhead.
 
     .venv/bin/python bench/grpo.py [--steps 6] [--repeats 7] [--clips 24] [--completion 128] [--only memory]
                                    [--models tiny small] [--quick]
 
-``--only`` runs some of the parts (``dedup`` = a, ``sft`` = b, ``memory`` = c), ``--models`` some of the models
-(``small``: the 256-wide towers, with SmolLM2-135M in part c). ``--quick`` is a smoke run (tiny
-preset only, G=4, 1 step, short completions): it checks the bench still runs and measures nothing worth quoting.
+``--only`` runs some of the parts (``dedup`` = a, ``sft`` = b, ``memory`` = c, ``rollout`` = d, ``trl`` = e),
+``--models`` some of the models (``small``: the 256-wide towers, with SmolLM2-135M in parts c, d, e). ``--quick`` is a
+smoke run (tiny preset only, G=4, 1 step, short completions): it checks the bench still runs and measures nothing
+worth quoting.
 """
 
 from __future__ import annotations
@@ -51,7 +61,7 @@ from affectllm.train import grpo  # noqa: E402
 from affectllm.types import MODALITY_TABLE  # noqa: E402
 
 FEATURE_KEYS = {m.feature_input for m in MODALITY_TABLE if m.feature_input}
-PARTS = ("dedup", "sft", "memory")
+PARTS = ("dedup", "sft", "memory", "rollout", "trl")
 
 
 def small_tower_overrides(root: str) -> list[str]:
@@ -267,6 +277,116 @@ def bench_memory(manifest: Path, overrides: list[str], batch: int, completion: i
     return out
 
 
+def llm_shapes(model: Any) -> list[tuple[int, int]]:
+    """``(rows, positions)`` of every LLM backbone forward from now on."""
+    shapes: list[tuple[int, int]] = []
+    model.model.language_model.register_forward_hook(
+        lambda mod, args, kwargs, out: shapes.append(tuple(kwargs["inputs_embeds"].shape[:2])), with_kwargs=True)
+    return shapes
+
+
+def fixed_length(completion: int, *extra: str) -> list[str]:
+    """Recipe overrides for 2 clips a step and completions of exactly ``completion`` tokens (both sides alike)."""
+    return [f"trainer.max_completion_length={completion}", "model.train_encoders=false",
+            f"trainer.generation_kwargs={{min_new_tokens: {completion}}}", *extra]
+
+
+def bench_rollout(manifest: Path, prep: Path, overrides: list[str], groups: list[int], completion: int,
+                  repeats: int, work: Path) -> dict[int, dict[str, Any]]:
+    """Per G: median rollout seconds and prompt positions computed, prefill-once vs plain (interleaved)."""
+    model, processor = build_model(load_model_config(overrides), seed=0)
+    shapes = llm_shapes(model)
+    out = {}
+    for g in groups:
+        recipe = grpo_recipe(manifest, prep, work / f"g{g}", "trainer.max_steps=1", f"trainer.num_generations={g}",
+                             f"trainer.per_device_train_batch_size={2 * g}", *fixed_length(completion))
+        trainer = grpo.build_trainer(recipe, model, processor, work / f"g{g}")
+        rows = [r for r in list(trainer.train_dataset)[:2] for _ in range(g)]
+        trainer._batch_ids = [r["id"] for r in rows]
+        prompt_ids, _, fields = trainer._tokenize_prompts([r["prompt"] for r in rows])
+        times: dict[str, list[float]] = defaultdict(list)
+        positions = {}
+        for _ in range(repeats + 1):  # round 0 warms up
+            for side in ("prefill-once", "plain"):
+                trainer.prefill_once = side == "prefill-once"
+                shapes.clear()
+                start = time.perf_counter()
+                with torch.no_grad():
+                    trainer._generate_single_turn(prompt_ids, None, fields, g)
+                times[side].append(time.perf_counter() - start)
+                rows_, width = shapes[0]
+                positions[side] = rows_ * width + (len(rows) if trainer.prefill_once else 0)  # + last prompt token
+        out[g] = {"seconds": {k: statistics.median(v[1:]) for k, v in times.items()}, "positions": positions,
+                  "prompt": max(len(p) for p in prompt_ids)}
+    return out
+
+
+def stock_trl_trainer(model: Any, processor: Any, recipe: Any, prompt_len: int, work: Path) -> Any:
+    """Stock TRL ``GRPOTrainer`` on ``model``'s backbone and weights, text-only prompts of ``prompt_len`` tokens."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOTrainer
+
+    lm = AutoModelForCausalLM.from_config(model.config.text_config)
+    lm.model.load_state_dict(model.model.language_model.state_dict())
+    lm.lm_head.load_state_dict(model.lm_head.state_dict())
+    tokenizer = processor.tokenizer
+    words = prompt_len
+    while len(tokenizer(" a" * words)["input_ids"]) > prompt_len:
+        words -= 1
+    text = " a" * words
+    rows = [{"prompt": text + f" {i}" * (prompt_len - len(tokenizer(text)["input_ids"]))} for i in range(8)]
+    args = grpo.grpo_args(recipe, work, list(model.config.media_token_ids.values()))
+    args.reward_weights = None  # one reward here (cheap, like ours): the step is the measured part
+    return GRPOTrainer(model=lm, reward_funcs=[lambda completions, **_: [float(len(c)) for c in completions]],
+                       args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+
+
+def step_stats(trainer: Any) -> dict[str, float]:
+    """Train; median step seconds (steps 3.., step 1 warms up, step 2 is profiled) and step 2's peak tensor MiB."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import TrainerCallback
+
+    seconds: list[float] = []
+    state: dict[str, Any] = {}
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args: Any, st: Any, control: Any, **kwargs: Any) -> None:
+            if st.global_step == 1:
+                state["prof"] = profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                                        with_stack=True)
+                state["prof"].__enter__()
+            state["start"] = time.perf_counter()
+
+        def on_step_end(self, args: Any, st: Any, control: Any, **kwargs: Any) -> None:
+            if st.global_step == 2:
+                state["prof"].__exit__(None, None, None)
+            elif st.global_step > 2:
+                seconds.append(time.perf_counter() - state["start"])
+
+    trainer.add_callback(Clock())
+    trainer.train()
+    path = Path(trainer.args.output_dir) / "memory.json"
+    state["prof"].export_memory_timeline(str(path), device="cpu")
+    totals = [sum(s) for s in json.loads(path.read_text())[1]]
+    return {"seconds": statistics.median(seconds), "peak_mib": (max(totals) - totals[0]) / 2**20}
+
+
+def bench_vs_trl(manifest: Path, prep: Path, overrides: list[str], steps: int, completion: int,
+                 work: Path) -> dict[str, Any]:
+    """Step time and peak step memory, AffectGRPOTrainer (cached features) vs stock TRL (text of the same length)."""
+    recipe = grpo_recipe(manifest, prep, work / "ours", f"trainer.max_steps={steps + 2}", "trainer.num_generations=4",
+                         "trainer.per_device_train_batch_size=8", *fixed_length(completion))
+    model, processor = build_model(load_model_config(overrides), seed=0)
+    ours = grpo.build_trainer(recipe, model, processor, work / "ours")
+    rows = list(ours.train_dataset)[:2]
+    ours._batch_ids = [r["id"] for r in rows]
+    prompt_len = max(len(p) for p in ours._tokenize_prompts([r["prompt"] for r in rows])[0])
+    ours._scoring = None
+    stock = stock_trl_trainer(model, processor, recipe, prompt_len, work / "stock")
+    return {"prompt": prompt_len, "stock": step_stats(stock), "ours": step_stats(ours)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6, help="GRPO steps measured per side in (a)")
@@ -307,6 +427,35 @@ def main() -> None:
               "completion tokens, "
               f"vocab {mem['vocab']}: {mem['fork']:.0f} MiB forked log-probs vs {mem['fused']:.0f} MiB TRL fused "
               f"head (fused / fork {mem['fused'] / max(mem['fork'], 1e-9):.2f})")
+    run_llm_parts(args, manifest, memory_variants, work, groups=[4] if args.quick else [4, 8, 16],
+                  completion=dedup_completion)
+
+
+def run_llm_parts(args: argparse.Namespace, manifest: Path, variants: dict[str, list[str]], work: Path,
+                  groups: list[int], completion: int) -> None:
+    """Parts (d) and (e), on the backbones of part (c), clips as cached features."""
+    for i, (label, overrides) in enumerate(variants.items()):
+        if not {"rollout", "trl"} & set(args.only):
+            break
+        print(f"== {label}")
+        prep = prep_with_features(manifest, overrides, work / f"llm{i}")
+        if "rollout" in args.only:
+            for g, r in bench_rollout(manifest, prep, overrides, groups, completion, args.repeats,
+                                      work / f"rollout{i}").items():
+                sec, pos = r["seconds"], r["positions"]
+                print(f"(d) rollout G={g}, 2 clips, {2 * g} x {completion} tokens, prompt {r['prompt']} tokens "
+                      f"(median of {args.repeats}): plain {1e3 * sec['plain']:.0f} ms vs prefill-once "
+                      f"{1e3 * sec['prefill-once']:.0f} ms -> {sec['plain'] / sec['prefill-once']:.2f}x; prompt "
+                      f"positions computed {pos['plain']} vs {pos['prefill-once']} "
+                      f"({pos['plain'] / pos['prefill-once']:.1f}x fewer)")
+        if "trl" in args.only:
+            t = bench_vs_trl(manifest, prep, overrides, args.steps, completion, work / f"trl{i}")
+            st, ou = t["stock"], t["ours"]
+            print(f"(e) GRPO step vs stock TRL, G=4, 2 prompts of {t['prompt']} tokens, {completion}-token "
+                  f"completions (median of {args.steps}): stock {1e3 * st['seconds']:.0f} ms vs ours "
+                  f"{1e3 * ou['seconds']:.0f} ms -> {ou['seconds'] / st['seconds']:.2f}x; peak step tensor memory "
+                  f"{st['peak_mib']:.0f} vs {ou['peak_mib']:.0f} MiB -> "
+                  f"{ou['peak_mib'] / max(st['peak_mib'], 1e-9):.2f}x")
 
 
 def model_variants(models: list[str], work: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
