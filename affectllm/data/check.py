@@ -209,7 +209,7 @@ def _media_problems(line: int, clip: Clip, checks: dict[tuple[str, str], FileChe
     media = [(kind, check) for kind, check in media if check.error is None]
     _, error, warnings = _window(clip, [c for _, c in media])
     if error is not None:
-        out.append(Problem(line, "start", error, "start/end are seconds into the row's media", id=clip.id, path=path))
+        out.append(Problem(line, "start", error, "fix the row's start/end", id=clip.id, path=path))
     out += [Problem(line, "end", w, "decoding clamps it; check the times", "warning", clip.id, path) for w in warnings]
     return out
 
