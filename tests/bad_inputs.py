@@ -242,6 +242,8 @@ def _cases(m: dict[str, Path], corpus: Path) -> list[tuple[str, Any, str, str, s
         ("missing file", {"id": "missing", "video": "media/nowhere.mp4"}, MEDIA, "video", "no such file"),
         ("rich markup in a path", {"id": "markup_path", "video": "media/[bold]x[/bold].mp4"}, MEDIA, "video",
          "no such file"),
+        ("rich markup in a failing row's id", {"id": "[/red]bad[bold]", "video": "media/gone.mp4"}, MEDIA, "video",
+         "no such file"),
         ("start after the end of the file", v("good_av", id="start_past", start=50.0), MEDIA, "start", "after"),
         ("non-UTF-8 bytes", b'{"id": "latin1", "transcript": "caf\xe9"}', ROW, "json", "utf-8"),
         ("broken JSON line", b'{"id": "broken", "video": ', ROW, "json", "invalid json"),

@@ -93,7 +93,8 @@ def test_data_prep_records_every_case_and_goes_on(corpus: tuple[Path, list[Case]
     manifest, cases = corpus
     out, run = prepped
     assert run.returncode == 1, run.stderr[-3000:]
-    assert "Traceback" not in run.stderr and "[bold]x[/bold]" in run.stdout  # failures go to the progress console
+    assert "Traceback" not in run.stderr  # failures go to the progress console (stdout), printed as text:
+    assert "[bold]x[/bold]" in run.stdout and "failed [/red]bad[bold]: " in run.stdout
     rows = {r["id"]: r for r in map(json.loads, (out / "prep.jsonl").read_text().splitlines())}
     for case in cases:
         if case.outcome == ROW:
