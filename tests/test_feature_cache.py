@@ -146,7 +146,8 @@ def test_grpo_media_dedup_switch_changes_encoding_not_inputs(cached, tmp_path):
         f"data.manifest={cached['manifest']}", f"data.feature_cache={cached['prep']}", f"output_dir={tmp_path}",
         f"init_from={cached['root'] / 'model'}", "data.split=null", "trainer.max_steps=1",
         "trainer.per_device_train_batch_size=4", "trainer.num_generations=4", "trainer.max_completion_length=8",
-        "trainer.report_to=[]", "grpo.dedup_media=false"])
+        "trainer.report_to=[]", "grpo.dedup_media=false",
+        "model.train_encoders=true"])  # raw media reach the processor (frozen towers would come as features)
     model, processor = load_stage_model(r)
     trainer = grpo.build_trainer(r, model, processor, tmp_path)
     assert trainer.dedup_media is False
