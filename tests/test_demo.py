@@ -88,3 +88,28 @@ def test_demo_quick_runs_every_step_writes_every_artifact_and_reuses_them(tmp_pa
     again = json.loads((tmp_path / "results.json").read_text())
     assert all(t.get("reused") for t in again["timings"].values())
     assert again["scores"] == scores
+
+
+def _iv(value, low=None, high=None):
+    return {"value": value, "low": low, "high": high}
+
+
+def test_the_bar_is_read_item_by_item_from_the_scores():
+    from affectllm.demo import check_bar
+
+    scores = {
+        "stages": {"calibrate": {"ew_f": _iv(0.80), "ece": _iv(0.04), "auroc": _iv(0.70)}},
+        "references": {"oracle": {"ew_f": _iv(0.92)}, "keyword baseline": {"ew_f": _iv(0.41)}},
+        "paired": {"grpo - sft": {"ew_f": _iv(0.02, 0.005, 0.04), "au_f1": _iv(0.01, -0.01, 0.03)},
+                   "calibrate - grpo": {"ew_f": _iv(-0.02, -0.04, 0.0)}},
+    }
+    bar = {k: v["met"] for k, v in check_bar(scores).items()}
+    assert bar == {
+        "stage 3 EW-F / oracle EW-F >= 0.85": True,  # 0.80 / 0.92 = 0.87
+        "stage 3 EW-F - keyword EW-F >= 0.25": True,  # 0.39
+        "stage 2 - stage 1 EW-F, 95% low > 0": True,
+        "stage 2 - stage 1 AU-F1, 95% low > 0": False,  # its interval reaches below zero
+        "stage 3 ECE (post-hoc) <= 0.05": True,
+        "stage 3 AUROC (post-hoc) >= 0.75": False,
+        "stage 3 - stage 2 EW-F >= -0.01": False,  # lost 0.02
+    }
