@@ -222,3 +222,14 @@ def test_every_reward_never_raises_and_scores_a_finite_number_or_none(batch: lis
         scores = REWARDS.get(name)(completions, **columns)
         assert len(scores) == len(batch), name
         assert all(s is None or math.isfinite(s) for s in scores), (name, scores)
+
+
+@pytest.mark.slow
+def test_sft_trains_over_the_whole_corpus(corpus: tuple[Path, list[Case]], prepped, tmp_path: Path) -> None:
+    manifest, _ = corpus
+    out, _ = prepped
+    run = cli("train", "recipes/tiny/sft.yaml", f"data.manifest={manifest}", "data.split=null",
+              f"data.feature_cache={out}", f"output_dir={tmp_path / 'sft'}", "trainer.max_steps=5",
+              "trainer.per_device_train_batch_size=8", "eval.enabled=false", "trainer.report_to=[]")
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert (tmp_path / "sft" / "config.json").is_file()
