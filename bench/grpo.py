@@ -22,8 +22,8 @@
     with 256-wide towers, clips given as cached features.
 (e) Our layer over stock TRL: ``GRPOTrainer`` on the same backbone (same weights) with text-only prompts of the same
     token length vs ``AffectGRPOTrainer`` on clips whose media are cached features; same ``GRPOConfig``
-    (G=4, 2 clips a step, fixed-length completions): median step time and the peak tensor memory of one whole step
-    (torch profiler CPU memory timeline), and their ratios.
+    (G=4, 2 clips a step, fixed-length completions): median step time (the two take turns, a few steps each) and
+    the peak tensor memory of one whole step (torch profiler CPU memory timeline), and their ratios.
 
 Parts (a) and (b) run on the tiny preset and on "small towers" (random CLIP-256x4 / Whisper-256x4 loaded by path like
 real backbones, see ``bench/model.py``), since with the tiny towers the encoder cost is mostly overhead.
@@ -342,40 +342,62 @@ def stock_trl_trainer(model: Any, processor: Any, recipe: Any, prompt_len: int, 
                        args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
 
 
-def step_stats(trainer: Any) -> dict[str, float]:
-    """Train; median step seconds (steps 3.., step 1 warms up, step 2 is profiled) and step 2's peak tensor MiB."""
-    from torch.profiler import ProfilerActivity, profile
+def step_seconds(trainer: Any) -> list[float]:
+    """Train (again: ``max_steps`` from the start); the seconds of each step after the first (warm-up)."""
     from transformers import TrainerCallback
 
     seconds: list[float] = []
-    state: dict[str, Any] = {}
+    clock: dict[str, float] = {}
 
     class Clock(TrainerCallback):
+        def on_step_begin(self, args: Any, st: Any, control: Any, **kwargs: Any) -> None:
+            clock["start"] = time.perf_counter()
+
+        def on_step_end(self, args: Any, st: Any, control: Any, **kwargs: Any) -> None:
+            if st.global_step > 1:
+                seconds.append(time.perf_counter() - clock["start"])
+
+    callback = Clock()
+    trainer.add_callback(callback)
+    trainer.train()
+    trainer.remove_callback(callback)
+    return seconds
+
+
+def peak_step_memory(trainer: Any) -> float:
+    """Peak tensor MiB above its start of one whole step (generation, rewards, loss, backward, optimizer) after a
+    warm-up step, from the torch profiler's CPU memory timeline."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import TrainerCallback
+
+    state: dict[str, Any] = {}
+
+    class Profiled(TrainerCallback):
         def on_step_begin(self, args: Any, st: Any, control: Any, **kwargs: Any) -> None:
             if st.global_step == 1:
                 state["prof"] = profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
                                         with_stack=True)
                 state["prof"].__enter__()
-            state["start"] = time.perf_counter()
 
         def on_step_end(self, args: Any, st: Any, control: Any, **kwargs: Any) -> None:
             if st.global_step == 2:
                 state["prof"].__exit__(None, None, None)
-            elif st.global_step > 2:
-                seconds.append(time.perf_counter() - state["start"])
+                control.should_training_stop = True
 
-    trainer.add_callback(Clock())
+    callback = Profiled()
+    trainer.add_callback(callback)
     trainer.train()
+    trainer.remove_callback(callback)
     path = Path(trainer.args.output_dir) / "memory.json"
     state["prof"].export_memory_timeline(str(path), device="cpu")
     totals = [sum(s) for s in json.loads(path.read_text())[1]]
-    return {"seconds": statistics.median(seconds), "peak_mib": (max(totals) - totals[0]) / 2**20}
+    return (max(totals) - totals[0]) / 2**20
 
 
-def bench_vs_trl(manifest: Path, prep: Path, overrides: list[str], steps: int, completion: int,
+def bench_vs_trl(manifest: Path, prep: Path, overrides: list[str], steps: int, completion: int, rounds: int,
                  work: Path) -> dict[str, Any]:
     """Step time and peak step memory, AffectGRPOTrainer (cached features) vs stock TRL (text of the same length)."""
-    recipe = grpo_recipe(manifest, prep, work / "ours", f"trainer.max_steps={steps + 2}", "trainer.num_generations=4",
+    recipe = grpo_recipe(manifest, prep, work / "ours", f"trainer.max_steps={steps + 1}", "trainer.num_generations=4",
                          "trainer.per_device_train_batch_size=8", *fixed_length(completion))
     model, processor = build_model(load_model_config(overrides), seed=0)
     ours = grpo.build_trainer(recipe, model, processor, work / "ours")
@@ -383,8 +405,14 @@ def bench_vs_trl(manifest: Path, prep: Path, overrides: list[str], steps: int, c
     ours._batch_ids = [r["id"] for r in rows]
     prompt_len = max(len(p) for p in ours._tokenize_prompts([r["prompt"] for r in rows])[0])
     ours._scoring = None
-    stock = stock_trl_trainer(model, processor, recipe, prompt_len, work / "stock")
-    return {"prompt": prompt_len, "stock": step_stats(stock), "ours": step_stats(ours)}
+    trainers = {"stock": stock_trl_trainer(model, processor, recipe, prompt_len, work / "stock"), "ours": ours}
+    seconds: dict[str, list[float]] = defaultdict(list)
+    for _ in range(rounds):  # the sides take turns, so machine load drifts onto both
+        for name, trainer in trainers.items():
+            seconds[name] += step_seconds(trainer)
+    return {"prompt": prompt_len, **{name: {"seconds": statistics.median(seconds[name]),
+                                            "peak_mib": peak_step_memory(trainer)}
+                                     for name, trainer in trainers.items()}}
 
 
 def main() -> None:
@@ -449,12 +477,13 @@ def run_llm_parts(args: argparse.Namespace, manifest: Path, variants: dict[str, 
                       f"positions computed {pos['plain']} vs {pos['prefill-once']} "
                       f"({pos['plain'] / pos['prefill-once']:.1f}x fewer)")
         if "trl" in args.only:
-            t = bench_vs_trl(manifest, prep, overrides, args.steps, completion, work / f"trl{i}")
+            rounds = 1 if args.quick else 3
+            t = bench_vs_trl(manifest, prep, overrides, args.steps, completion, rounds, work / f"trl{i}")
             st, ou = t["stock"], t["ours"]
             print(f"(e) GRPO step vs stock TRL, G=4, 2 prompts of {t['prompt']} tokens, {completion}-token "
-                  f"completions (median of {args.steps}): stock {1e3 * st['seconds']:.0f} ms vs ours "
-                  f"{1e3 * ou['seconds']:.0f} ms -> {ou['seconds'] / st['seconds']:.2f}x; peak step tensor memory "
-                  f"{st['peak_mib']:.0f} vs {ou['peak_mib']:.0f} MiB -> "
+                  f"completions (median of {rounds} x {args.steps} alternating): stock {1e3 * st['seconds']:.0f} ms "
+                  f"vs ours {1e3 * ou['seconds']:.0f} ms -> {ou['seconds'] / st['seconds']:.2f}x; peak step tensor "
+                  f"memory {st['peak_mib']:.0f} vs {ou['peak_mib']:.0f} MiB -> "
                   f"{ou['peak_mib'] / max(st['peak_mib'], 1e-9):.2f}x")
 
 
