@@ -232,3 +232,13 @@ def test_training_killed_mid_run_resumes_from_the_last_complete_checkpoint(emowo
     a, b = _losses(tmp_path / "a"), _losses(out)
     for step in (3, 4):
         assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), step
+
+
+def test_training_curves_survive_a_metrics_line_a_kill_cut(tmp_path: Path) -> None:
+    from affectllm.evaluation.report import plot_curves, reward_panels
+
+    # a run killed mid-append, then resumed: the resumed run's first row lands on the torn line
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo{"step": 2, "loss": 1.5}\n'
+                                            '{"step": 3, "loss": 1.0}\n')
+    assert [p.name for p in plot_curves(tmp_path)] == ["loss_curves.png"]
+    assert reward_panels(tmp_path / "metrics.jsonl", tmp_path / "rewards.png") is None  # read, no reward in it

@@ -3,10 +3,11 @@ confusion matrices, per-AU F1 bars, grouped bars (EW-F by modality present), and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from ..jsonl import read_jsonl
 
 
 def plot_curves(out: Path, keys: Sequence[str] | None = None) -> list[Path]:
@@ -19,7 +20,8 @@ def plot_curves(out: Path, keys: Sequence[str] | None = None) -> list[Path]:
     path = out / "metrics.jsonl"
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # read_jsonl: a line a killed run left torn (and a resumed run appended to) is skipped, not fatal
+    rows = [row for _, row in read_jsonl(path)[0] if isinstance(row, dict) and "step" in row]
     series: dict[str, list[tuple[int, float]]] = {}
     for row in rows:
         for k, v in row.items():
@@ -230,8 +232,9 @@ def _series(path: Path) -> dict[str, list[tuple[int, float]]]:
     out: dict[str, list[tuple[int, float]]] = {}
     if not path.is_file():
         return out
-    for line in path.read_text().splitlines():
-        row = json.loads(line) if line.strip() else {}
+    for _, row in read_jsonl(path)[0]:
+        if not isinstance(row, dict):
+            continue
         for k, v in row.items():
             if k != "step" and isinstance(v, (int, float)):
                 out.setdefault(k, []).append((int(row.get("step", 0)), float(v)))
