@@ -233,3 +233,19 @@ def test_sft_trains_over_the_whole_corpus(corpus: tuple[Path, list[Case]], prepp
               "trainer.per_device_train_batch_size=8", "eval.enabled=false", "trainer.report_to=[]")
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr[-3000:]
     assert (tmp_path / "sft" / "config.json").is_file()
+
+
+def test_a_damaged_prep_array_file_is_decoded_live(corpus: tuple[Path, list[Case]], tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from affectllm.inputs.store import ClipStore
+    from affectllm.types import Clip
+
+    manifest, _ = corpus
+    (tmp_path / "arrays").mkdir()
+    (tmp_path / "arrays" / "a.npz").write_bytes(b"PK\x03\x04 cut short")
+    (tmp_path / "prep.jsonl").write_text(json.dumps({"id": "a", "arrays": "arrays/a.npz", "error": None}) + "\n")
+    clip = Clip(id="a", video=str(manifest.parent / "media" / "good_av.mp4"))
+    with caplog.at_level(logging.WARNING):
+        decoded = ClipStore(str(tmp_path), num_frames=4).get(clip)
+    assert decoded.frames is not None and len(decoded.frames) == 4
+    assert "arrays/a.npz is unreadable" in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -110,10 +111,11 @@ class ClipStore:
             self._cache.popitem(last=False)
         return decoded
 
-    def _load(self, clip: Clip) -> DecodedClip:
-        row = self._prep.get(clip.id)
-        if row is not None:
-            with np.load(self.prep_dir / row["arrays"]) as z:
+    def _read_arrays(self, clip: Clip, row: dict[str, Any]) -> DecodedClip | None:
+        """The clip's arrays from the prep folder; None (logged) when the file is damaged or gone."""
+        path = self.prep_dir / row["arrays"]
+        try:
+            with np.load(path) as z:
                 found = z["face_found"] if "face_found" in z else None
                 has_face = found is not None and bool(np.any(found))
                 return DecodedClip(
@@ -122,6 +124,17 @@ class ClipStore:
                     faces=z["faces"] if has_face and "faces" in z else None,
                     au_features=z["au_features"] if has_face and "au_features" in z else None,
                     transcript=clip.transcript)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            log.warning("clip %s: %s is unreadable (%s: %s); decoding the clip live instead (delete its row from "
+                        "prep.jsonl and run data prep again to repair the folder)", clip.id, path, type(err).__name__,
+                        err)
+            return None
+
+    def _load(self, clip: Clip) -> DecodedClip:
+        row = self._prep.get(clip.id)
+        decoded = self._read_arrays(clip, row) if row is not None else None
+        if decoded is not None:
+            return decoded
         if not (clip.video or clip.audio):
             return DecodedClip(id=clip.id, transcript=clip.transcript)
         from ..media.decode import DecodeConfig, MediaError, decode_clip
