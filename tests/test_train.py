@@ -112,6 +112,7 @@ def test_calibrate_stage_fits_a_posthoc_map_and_reports(emoworld, sft_dir, tmp_p
         out,
         f"init_from={sft_dir}",
         "trainer.max_steps=1",
+        "trainer.num_generations=4",
         "trainer.max_completion_length=8",
         "calibrate.posthoc_samples=4",
         "calibrate.posthoc=isotonic",
