@@ -32,6 +32,7 @@ def mixed_manifest(emoworld: Path, out: Path) -> Path:
     rows = [{**row, **media, "id": "with-media", "split": "train"}, {**text_only, "id": "text-only", "split": "train"}]
     path = out / "manifest.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path.with_suffix(".roots").write_text(f"{emoworld.parent.resolve()}\n")  # data prep reads media only there
     return path
 
 
