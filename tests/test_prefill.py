@@ -3,6 +3,7 @@ the prompt runs once per distinct prompt, and GRPO rollouts use it."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 
 import pytest
@@ -26,12 +27,16 @@ def token_logps(out) -> torch.Tensor:
     return logits.log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
 
 
-def prefill_batch_sizes(model) -> list[int]:
-    """Batch size of every LLM forward from now on (a forward hook on the backbone)."""
+@contextlib.contextmanager
+def prefill_batch_sizes(model):
+    """Batch size of every LLM forward inside the block (a forward hook on the backbone, removed after)."""
     sizes: list[int] = []
-    model.model.language_model.register_forward_hook(lambda mod, args, kwargs, out: sizes.append(
+    handle = model.model.language_model.register_forward_hook(lambda mod, args, kwargs, out: sizes.append(
         kwargs["inputs_embeds"].shape[0]), with_kwargs=True)
-    return sizes
+    try:
+        yield sizes
+    finally:
+        handle.remove()
 
 
 def assert_same_generation(model, inputs, n_unique: int) -> None:
@@ -54,8 +59,7 @@ def test_greedy_tokens_and_logps_equal_the_plain_path(media):
     inputs = batch(processor, media, ROWS, clip_ids=IDS)
     assert (inputs["attention_mask"] == 0).any()  # left padding present
     assert_same_generation(model, inputs, n_unique=3)
-    sizes = prefill_batch_sizes(model)
-    with torch.no_grad():
+    with prefill_batch_sizes(model) as sizes, torch.no_grad():
         generate_shared(model, **inputs, max_new_tokens=3, do_sample=False)
     assert sizes[0] == 3 and sizes[1:] == [len(ROWS)] * 3  # the prompts once each, then every row
 
@@ -95,11 +99,25 @@ def test_each_row_of_a_group_samples_its_own_tokens(tiny, media):
     assert len(completions) > 1
 
 
-def test_cache_implementation_is_refused(tiny, media):
+def test_cache_implementation_and_num_return_sequences_are_refused(tiny, media):
     model, processor = tiny
     inputs = batch(processor, media, [["audio"]] * 2, clip_ids=["a", "a"])
     with pytest.raises(ValueError, match="drop cache_implementation"):
         generate_shared(model, **inputs, max_new_tokens=2, cache_implementation="static")
+    with pytest.raises(ValueError, match="generate_prefill_once"):
+        generate_shared(model, **inputs, max_new_tokens=2, do_sample=True, num_return_sequences=2)
+
+
+def test_a_batch_without_repeats_is_prefilled_too(tiny, media):
+    """Every process runs one prefill forward whatever its rows (ZeRO-3 gathers parameters per forward)."""
+    model, processor = tiny
+    inputs = batch(processor, media, [["video"], ["audio"]], clip_ids=["a", "b"])
+    with torch.no_grad():
+        plain = model.generate(**inputs, max_new_tokens=2, do_sample=False)
+        with prefill_batch_sizes(model) as sizes:
+            shared = generate_shared(model, **inputs, max_new_tokens=2, do_sample=False)
+    assert torch.equal(plain, shared)
+    assert sizes == [2, 2, 2]  # prefill of s - 1 positions, the last prompt token, one more step
 
 
 def test_grpo_rollout_prefills_each_clip_once_with_the_same_completions(mixed, tmp_path):  # noqa: F811
@@ -109,14 +127,12 @@ def test_grpo_rollout_prefills_each_clip_once_with_the_same_completions(mixed, t
     rows = [by_id[i] for i in ("ew00000", "ew00001", "ew00002") for _ in range(4)]  # 3 groups of G = 4
     trainer.generation_config.do_sample = False
     policy = grpo.unwrapped(trainer.model)
-    sizes = prefill_batch_sizes(policy)
     out = {}
     for on in (True, False):
         trainer.prefill_once = on
-        sizes.clear()
         trainer._batch_ids = [r["id"] for r in rows]
         prompt_ids, _, fields = trainer._tokenize_prompts([r["prompt"] for r in rows])
-        with torch.no_grad():
+        with prefill_batch_sizes(policy) as sizes, torch.no_grad():
             out[on], _ = trainer._generate_single_turn(prompt_ids, None, fields, 4)
         out[on, "first"] = sizes[0]
     assert out[True] == out[False]

@@ -110,6 +110,9 @@ def _generate_from(model: Any, cache: DynamicCache, rows: torch.Tensor, input_id
     generation_config = kwargs.get("generation_config")
     if getattr(generation_config, "cache_implementation", None) or kwargs.get("cache_implementation"):
         raise ValueError("prefill-once builds a DynamicCache; drop cache_implementation from the generation config")
+    if (kwargs.get("num_return_sequences") or getattr(generation_config, "num_return_sequences", 1) or 1) > 1:
+        raise ValueError("generate_shared keeps one sequence per row; for n answers per prompt call "
+                         "generate_prefill_once(..., num_return_sequences=n)")
     cache.batch_select_indices(rows)
     rest = {k: v for k, v in kwargs.items() if k not in MEDIA_KWARGS}
     return GenerationMixin.generate(model, input_ids=input_ids, attention_mask=attention_mask, cache=cache, **rest)
@@ -120,8 +123,9 @@ def generate_shared(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
     """``model.generate`` for a batch whose rows may repeat a prompt: each distinct prompt is prefilled once.
 
     Same outputs as ``model.generate(input_ids, attention_mask, **kwargs)`` (greedy tokens and scores equal up to
-    float round-off; sampled rows draw their own tokens). A batch without repeats, or prompts of one token, take the
-    plain path.
+    float round-off; sampled rows draw their own tokens). A batch without repeats is prefilled the same way, so
+    every process runs the same forwards (under ZeRO-3 each forward gathers parameters collectively, and a GRPO
+    group may span processes); prompts of one token take the plain path.
 
     Args:
         model: an ``AffectLlmForConditionalGeneration`` (not PEFT-wrapped: pass ``get_base_model()``).
@@ -132,7 +136,7 @@ def generate_shared(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
         attention_mask = torch.ones_like(input_ids)
     media = {k: v for k, v in kwargs.items() if k in MEDIA_KWARGS and v is not None}
     first, inverse = shared_rows(model, input_ids, attention_mask, **media)
-    if len(first) == len(input_ids) or input_ids.shape[1] < 2:
+    if input_ids.shape[1] < 2:
         return GenerationMixin.generate(model, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     cache = prefill(model, input_ids[first], attention_mask[first], **select_media(model, input_ids, media, first))
     return _generate_from(model, cache, inverse, input_ids, attention_mask, kwargs)
