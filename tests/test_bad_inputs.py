@@ -274,3 +274,21 @@ def test_a_damaged_prep_array_file_is_decoded_live(corpus: tuple[Path, list[Case
         decoded = ClipStore(str(tmp_path), num_frames=4).get(clip)
     assert decoded.frames is not None and len(decoded.frames) == 4
     assert "arrays/a.npz is unreadable" in caplog.text
+
+
+def test_a_manifest_written_from_clips_records_where_their_media_lie(corpus: tuple[Path, list[Case]],
+                                                                      tmp_path: Path) -> None:
+    from affectllm.data.manifest import read_manifest, write_manifest
+    from affectllm.data.roots import media_roots, roots_file
+    from affectllm.types import Clip
+
+    media = corpus[0].parent / "media"
+    clips = [Clip(id="a", video=str(media / "good_av.mp4"), labels=["happy"])]
+    path = tmp_path / "imported" / "m.jsonl"
+    write_manifest(clips, path)
+    assert not roots_file(path).exists()
+    write_manifest(clips, path, record_roots=True)  # what `data import` does
+    assert roots_file(path).read_text().splitlines()[1:] == [os.path.realpath(media)]
+    _, problems = read_manifest(path, roots=media_roots(path))
+    assert not problems
+    assert cli("data", "check", str(path)).returncode == 0
