@@ -201,7 +201,7 @@ def test_training_loader_skips_bad_rows_and_serves_bad_media_as_text(corpus: tup
         clips = select_clips(str(manifest), None)
     by_id = {c.id: c for c in clips}
     for case in cases:
-        if case.outcome == ROW and case.field != "video":  # training reads media anywhere (only check/prep confine)
+        if case.outcome == ROW:
             assert case.id not in by_id or case.name == "duplicated id", case.name
             assert f"{manifest}:{case.line}" in caplog.text, case.name
     store = ClipStore(str(out), num_frames=4)

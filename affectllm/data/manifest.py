@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from affectllm import jsonl
-from affectllm.data.roots import outside, roots_file, write_roots
+from affectllm.data.roots import media_roots, outside, roots_file, write_roots
 from affectllm.errors import UserError
 from affectllm.jsonl import write_jsonl
 from affectllm.taxonomy.facs import normalize_au
@@ -417,7 +417,9 @@ def write_manifest(rows: Iterable[dict[str, Any] | Clip], path: str | os.PathLik
 
 def select_clips(manifest: str | None, split: str | None, max_samples: int | None = None,
                seed: int = 0) -> list[Clip]:
-    """Clips of ``split`` (all when None) from a manifest; bad rows are reported (with line and field) and skipped.
+    """Clips of ``split`` (all when None) from a manifest; bad rows are reported (with line and field) and skipped,
+    rows whose media lie outside the manifest's folder and its roots file's folders among them
+    (:func:`affectllm.data.roots.media_roots`).
 
     Raises:
         ValueError: no manifest given, or no usable clip in the split.
@@ -428,7 +430,7 @@ def select_clips(manifest: str | None, split: str | None, max_samples: int | Non
     if Path(manifest).is_dir():
         raise UserError(f"{manifest}: is a directory, not a manifest file; give the JSONL file in it (e.g. "
                         "DIR/manifest.jsonl)")
-    clips, problems = read_manifest(manifest, strict=False)
+    clips, problems = read_manifest(manifest, strict=False, roots=media_roots(manifest))
     for p in problems:
         log.warning("%s", p)
     if split:
