@@ -8,7 +8,7 @@ import importlib.util
 
 import pytest
 import torch
-from test_grpo import build, grpo_recipe, mixed  # noqa: F401  # mixed: the mixed-modality manifest fixture
+from test_grpo import build, grpo_recipe
 from test_model import batch
 
 from affectllm.model.generation import generate_prefill_once, generate_shared, prefill_once_generation, shared_rows
@@ -120,8 +120,8 @@ def test_a_batch_without_repeats_is_prefilled_too(tiny, media):
     assert sizes == [2, 2, 2]  # prefill of s - 1 positions, the last prompt token, one more step
 
 
-def test_grpo_rollout_prefills_each_clip_once_with_the_same_completions(mixed, tmp_path):  # noqa: F811
-    trainer = build(grpo_recipe(mixed, tmp_path, "model.llm_mode=lora"), tmp_path)
+def test_grpo_rollout_prefills_each_clip_once_with_the_same_completions(emoworld, tmp_path):
+    trainer = build(grpo_recipe(emoworld, tmp_path, "model.llm_mode=lora"), tmp_path)
     assert trainer.prefill_once is True
     by_id = {r["id"]: r for r in trainer.train_dataset}
     rows = [by_id[i] for i in ("ew00000", "ew00001", "ew00002") for _ in range(4)]  # 3 groups of G = 4
