@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import struct
 import zlib
 from dataclasses import dataclass
@@ -268,6 +269,14 @@ def _readable_id(raw: bytes) -> str | None:
         return None
     ok = isinstance(row, dict) and isinstance(row.get("id"), (str, int)) and not isinstance(row.get("id"), bool)
     return str(row["id"]) if ok else None
+
+
+def crash_on_clip_named_crash(decoded: Any) -> dict[str, np.ndarray]:
+    """A ``data prep`` feature hook (picklable) that kills its process on the clip whose id is ``crash``: a stand-in
+    for a decoder that segfaults on one file."""
+    if decoded.id == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {}
 
 
 def write_corpus(root: str | Path) -> tuple[Path, list[Case]]:

@@ -45,6 +45,7 @@ def mixed(emoworld, tmp_path_factory) -> Path:
             row.pop(key, None)
     out = tmp_path_factory.mktemp("mixed") / "manifest.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out.with_suffix(".roots").write_text(f"{emoworld.parent.resolve()}\n")  # training reads media only there
     return out
 
 

@@ -242,3 +242,33 @@ def test_training_curves_survive_a_metrics_line_a_kill_cut(tmp_path: Path) -> No
                                             '{"step": 3, "loss": 1.0}\n')
     assert [p.name for p in plot_curves(tmp_path)] == ["loss_curves.png"]
     assert reward_panels(tmp_path / "metrics.jsonl", tmp_path / "rewards.png") is None  # read, no reward in it
+
+
+CRASHING_PREP = """
+import sys
+from affectllm.inputs.prep import PrepConfig, prep_main
+from tests.bad_inputs import crash_on_clip_named_crash
+retry = sys.argv[3] == "retry"
+config = PrepConfig(progress=False, faces=False, num_frames=4, retry_errors=retry)
+sys.exit(prep_main(sys.argv[1], sys.argv[2], config, feature_fn=crash_on_clip_named_crash))
+"""
+
+
+def test_a_clip_that_crashes_prep_fails_alone_on_the_rerun_and_on_retry(manifest: Path, tmp_path: Path) -> None:
+    rows = [{"id": "v0", "video": str(manifest.parent / "v0.mp4")}, {"id": "crash", "video": str(manifest.parent /
+            "v1.mp4")}, {"id": "v2", "video": str(manifest.parent / "v2.mp4")}]
+    crashing = tmp_path / "m.jsonl"
+    jsonl.write_jsonl(rows, crashing)
+    out = tmp_path / "out"
+
+    def run(mode: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", CRASHING_PREP, str(crashing), str(out), mode], env=ENV,
+                              cwd=ROOT, capture_output=True, text=True, timeout=180)
+
+    assert run("plain").returncode == -signal.SIGKILL  # the crash takes the process down once
+    for mode in ("plain", "retry"):  # then it is that row's error, and retrying it does not kill the job
+        again = run(mode)
+        assert again.returncode == 1 and "Traceback" not in again.stderr, (mode, again.stderr[-2000:])
+        found = {r["id"]: r for r in map(json.loads, (out / PREP_FILE).read_text().splitlines())}
+        assert sorted(found) == ["crash", "v0", "v2"] and found["v2"]["error"] is None, mode
+        assert "worker failed" in found["crash"]["error"], found["crash"]["error"]

@@ -13,7 +13,10 @@ Writes ``DIR/prep.jsonl``, one row per manifest id::
 Reliability: rows are appended with flush + fsync; arrays are written to a temporary file and renamed into place
 (a row never points at a half-written file); a rerun skips ids already in ``prep.jsonl`` (``retry_errors`` redoes
 the failed ones) and cuts off a torn last line left by a kill; a per-item failure becomes that item's ``error``
-and the batch goes on; a lock file stops two runs writing the same folder.
+and the batch goes on; a lock file stops two runs writing the same folder. With one worker, the id of the clip in
+flight is kept in ``.prep.inflight``: a rerun prepares that clip (and, with ``retry_errors``, every failed one) in a
+worker process, so a clip that crashes the process (a decoder fault, the OOM killer) fails as its own row instead
+of killing every rerun.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import logging
 import multiprocessing as mp
 import os
@@ -36,7 +40,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..data.manifest import read_manifest
-from ..jsonl import atomic_write, dumps_row, iter_jsonl, write_jsonl
+from ..jsonl import atomic_write, dumps_row, iter_jsonl, write_jsonl, write_text
 from ..media.decode import DecodeConfig, MediaError
 from ..media.sampling import SamplingConfig
 from ..types import Clip, DecodedClip
@@ -44,6 +48,8 @@ from ..types import Clip, DecodedClip
 log = logging.getLogger(__name__)
 FeatureFn = Callable[[DecodedClip], dict[str, np.ndarray]]
 PREP_FILE = "prep.jsonl"
+INFLIGHT_FILE = ".prep.inflight"
+"""The id of the clip ``data prep`` is working on (one worker): after a crash, the clip to run in isolation."""
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 """Write errors that stop ``data prep`` (no later clip could be written either) instead of failing one row."""
 
@@ -378,6 +384,13 @@ def prep_main(manifest: str, out: str, config: PrepConfig | None = None, feature
             return 2
 
 
+def _one_by_one(clips: list[Clip], settings: PrepSettings, marker: Path) -> Iterator[dict[str, Any]]:
+    """Rows of ``clips`` prepared in this process, each clip's id written to ``marker`` while it is in flight."""
+    for clip in clips:
+        write_text(marker, clip.id)
+        yield process_clip(clip, settings)
+
+
 def _prep_locked(clips: list[Clip], settings: PrepSettings, config: PrepConfig, bad_manifest: bool) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.text import Text
@@ -388,14 +401,23 @@ def _prep_locked(clips: list[Clip], settings: PrepSettings, config: PrepConfig, 
     journal = Path(settings.out, PREP_FILE)
     for tmp in (p for sub in ("arrays", "features") for p in Path(settings.out, sub).glob(".*.tmp")):
         tmp.unlink()  # an array file a kill cut short (atomic_write's temporary): no row points at it
-    done = load_done(journal, drop_errors=config.retry_errors)
+    done = load_done(journal)
+    retried = {i for i, r in done.items() if r.get("error")} if config.retry_errors else set()
+    if retried:
+        done = load_done(journal, drop_errors=True)
     todo = [c for c in clips if c.id not in done]
     failed = sum(1 for c in clips if c.id in done and done[c.id].get("error"))
     print(f"data prep: {len(clips)} clips, {len(clips) - len(todo)} already done, {len(todo)} to do", file=sys.stderr)
-    if config.workers <= 1:
-        rows: Iterator[dict[str, Any]] = (process_clip(c, settings) for c in todo)
+    marker = Path(settings.out, INFLIGHT_FILE)
+    if config.workers > 1:
+        rows: Iterator[dict[str, Any]] = _run_parallel(todo, settings, config.workers)
     else:
-        rows = _run_parallel(todo, settings, config.workers)
+        # the clip in flight when the last run died, and failed clips being retried, may be what killed it: they
+        # run in a worker process, where a crash is their row's error instead of the job's end
+        suspects = retried | ({marker.read_text(encoding="utf-8")} if marker.is_file() else set())
+        risky = [c for c in todo if c.id in suspects]
+        rows = itertools.chain(_run_parallel(risky, settings, 1) if risky else (),
+                               _one_by_one([c for c in todo if c.id not in suspects], settings, marker))
     columns = (TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with (Progress(*columns, disable=not config.progress, transient=True) as bar,
           open(journal, "a", encoding="utf-8") as fh):
@@ -406,5 +428,6 @@ def _prep_locked(clips: list[Clip], settings: PrepSettings, config: PrepConfig, 
             if row.get("error"):  # Text, not markup: ids, paths and errors come from the data
                 bar.console.print(Text.assemble(("failed", "red"), f" {row['id']}: {row['error']}"), soft_wrap=True)
             bar.advance(task)
+    marker.unlink(missing_ok=True)
     print(f"data prep: {len(clips) - failed} ok, {failed} failed; rows in {journal}", file=sys.stderr)
     return 1 if failed or bad_manifest else 0
