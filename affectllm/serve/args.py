@@ -58,4 +58,7 @@ def add_label_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--question", default=None, help="the question (default: the model's training task's)")
     parser.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: the recipe's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--allow-root", action="append", default=[], metavar="DIR",
+                        help="a folder media may lie in besides the manifest's own (repeatable; or list it in the "
+                             "manifest's roots file)")
     add_generation_arguments(parser)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..data.manifest import read_manifest
+from ..data.roots import media_roots
 from ..types import Clip
 from . import shards
 from .args import FORMATS, generation_from_args
@@ -50,6 +51,7 @@ class LabelJob:
     progress: bool = True
     ray_address: str | None = None
     ray_workers: int = 2
+    allow_roots: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -61,14 +63,18 @@ class Inputs:
     problems: list[str] = field(default_factory=list)
 
 
-def read_inputs(path: str, input_format: str) -> Inputs:
-    """Read a manifest or an OpenAI Batch request file (bad rows become ``problems`` naming their line)."""
+def read_inputs(path: str, input_format: str, allow_roots: Sequence[str] = ()) -> Inputs:
+    """Read a manifest or an OpenAI Batch request file (bad rows become ``problems`` naming their line).
+
+    A manifest's media must lie in its folder, ``allow_roots`` or the folders its roots file lists
+    (:func:`affectllm.data.roots.media_roots`): a ``../``, absolute or symlinked path out of them is a problem row,
+    as in ``data check``, ``data prep`` and training."""
     if input_format == "openai-batch":
         from .openai_batch import read_requests
 
         clips, questions, problems = read_requests(path)
         return Inputs(clips, questions, problems)
-    clips, problems = read_manifest(path, strict=False)
+    clips, problems = read_manifest(path, strict=False, roots=media_roots(path, allow_roots))
     return Inputs(clips, problems=[str(p) for p in problems if p.is_error])
 
 
@@ -163,6 +169,8 @@ def run_torch(job: LabelJob, settings: ModelSettings, inputs: Inputs, out: Path,
         workers.update(prefetch_factor=2, worker_init_fn=_worker_init, multiprocessing_context=_worker_context())
     loader = torch.utils.data.DataLoader(ChunkDecoder(mine, settings.media), batch_size=None, shuffle=False,
                                          collate_fn=_as_is, **workers)
+    from rich.text import Text
+
     batches = iter(loader)
     engine = _load_engine(job)
     made = 0
@@ -175,7 +183,7 @@ def run_torch(job: LabelJob, settings: ModelSettings, inputs: Inputs, out: Path,
             made += len(rows)
             for r in rows:
                 if r["error"]:
-                    bar.console.print(f"[red]error[/red] {r['id']}: {r['error']}")
+                    bar.console.print(Text.assemble(("error", "red"), f" {r['id']}: {r['error']}"))  # data, not markup
             bar.advance(task, len(rows))
     return made
 
@@ -210,7 +218,7 @@ def label_main(job: LabelJob) -> int:
 
 def _run(job: LabelJob, rank: int, world: int) -> int:
     start = time.perf_counter()  # clips/s of the whole job: model load and worker start-up included
-    inputs = read_inputs(job.manifest, job.input_format)
+    inputs = read_inputs(job.manifest, job.input_format, job.allow_roots)
     if rank == 0:
         for p in inputs.problems:
             print(p, file=sys.stderr)
@@ -252,4 +260,4 @@ def run_from_args(args: Any) -> int:
         num_workers=args.num_workers, retry_errors=args.retry_errors, fresh=args.fresh, engine=args.engine,
         input_format=args.input_format, output_format=args.output_format, question=args.question,
         gen=generation_from_args(args), num_frames=args.num_frames, progress=not args.no_progress,
-        ray_address=args.ray_address, ray_workers=args.ray_workers))
+        ray_address=args.ray_address, ray_workers=args.ray_workers, allow_roots=list(args.allow_root)))
