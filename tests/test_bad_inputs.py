@@ -354,6 +354,7 @@ def test_label_refuses_paths_outside_the_manifest_folder(corpus: tuple[Path, lis
 def test_label_on_an_empty_manifest_or_a_folder_ends_with_an_error(corpus: tuple[Path, list[Case]], model_dir: Path,
                                                                     tmp_path: Path) -> None:
     cases = write_manifest_cases(tmp_path, "media/v.mp4")
-    for name in ("empty", "directory"):
-        run = cli("label", str(cases[name][0]), "--model", str(model_dir), "--out", str(tmp_path / name), *LABEL_ARGS)
-        assert run.returncode != 0 and "Traceback" not in run.stderr, (name, run.returncode, run.stderr[-1000:])
+    runs = {name: cli("label", str(cases[name][0]), "--model", str(model_dir), "--out", str(tmp_path / name),
+                      *LABEL_ARGS) for name in ("empty", "directory")}
+    ended = {name: (run.returncode, "Traceback" in run.stderr) for name, run in runs.items()}
+    assert all(rc != 0 and not traceback for rc, traceback in ended.values()), ended
