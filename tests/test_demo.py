@@ -113,3 +113,20 @@ def test_the_bar_is_read_item_by_item_from_the_scores():
         "stage 3 AUROC (post-hoc) >= 0.75": False,
         "stage 3 - stage 2 EW-F >= -0.01": False,  # lost 0.02
     }
+
+
+def test_default_threads_leave_the_cores_other_jobs_use(monkeypatch):
+    import torch
+
+    from affectllm import demo
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(demo.os, "sched_getaffinity", lambda _: {0, 1})
+    try:
+        monkeypatch.setattr(demo.os, "getloadavg", lambda: (4.5, 4.0, 4.0))
+        assert demo.set_threads(None) == 1  # two busy cores: one thread, never zero
+        monkeypatch.setattr(demo.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+        assert demo.set_threads(None) == 2
+        assert demo.set_threads(1) == 1
+    finally:
+        torch.set_num_threads(before)

@@ -55,6 +55,12 @@ def test_sft_targets_say_the_clip_confidence_of_the_file(emoworld, tmp_path):
     assert target_confidence("other", {}, 0.8) == 0.8
 
 
+def test_target_confidences_never_say_one_or_zero():
+    """0.00 and 1.00 share the decimal token "00": with it the model wrote 0.00 when unsure of the first digit."""
+    table = {"a": 0.998, "b": 0.02, "c": 0.46}
+    assert [target_confidence(k, table, 0.8) for k in "abc"] == [0.9, 0.1, 0.5]
+
+
 def test_a_bad_confidence_row_names_file_and_line(tmp_path):
     path = tmp_path / "conf.jsonl"
     path.write_text('{"id": "a", "confidence": 0.5}\n{"id": "b", "confidence": 1.5}\n')
