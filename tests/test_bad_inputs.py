@@ -349,8 +349,6 @@ def test_label_refuses_paths_outside_the_manifest_folder(corpus: tuple[Path, lis
         assert case.id not in rows or "outside" in (rows[case.id]["error"] or ""), case.name
 
 
-@pytest.mark.xfail(strict=True, reason="serve/label.py exits 0 on an empty manifest without a warning, and a folder "
-                   "given as the manifest raises IsADirectoryError with a traceback")
 def test_label_on_an_empty_manifest_or_a_folder_ends_with_an_error(corpus: tuple[Path, list[Case]], model_dir: Path,
                                                                     tmp_path: Path) -> None:
     cases = write_manifest_cases(tmp_path, "media/v.mp4")

@@ -91,15 +91,17 @@ def test_bad_clips_get_error_rows_and_retry_errors_redoes_only_them(emoworld, mo
     manifest = tmp_path / "mixed.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    assert label_main(job(manifest, model_dir, out)) == 1
+    roots = [str(emoworld.parent)]  # the clips' media stay in the EmoWorld folder
+    assert label_main(job(manifest, model_dir, out, allow_roots=roots)) == 1
     first = {r["id"]: r for r in map(json.loads, (out / LABELS_FILE).read_text().splitlines())}
     assert list(first) == [r["id"] for r in rows]
     assert [i for i, r in first.items() if r["error"]] == ["missing", "broken"]
     assert "nope.mp4" in first["missing"]["error"] and "broken.mp4" in first["broken"]["error"]
     shutil.copy(clips[0].video, broken)  # the user fixes one file
-    assert label_main(job(manifest, model_dir, out)) == 1  # without --retry-errors nothing is redone
+    # without --retry-errors nothing is redone
+    assert label_main(job(manifest, model_dir, out, allow_roots=roots)) == 1
     assert json.loads((out / LABELS_FILE).read_text().splitlines()[2])["error"]
-    assert label_main(job(manifest, model_dir, out, retry_errors=True)) == 1
+    assert label_main(job(manifest, model_dir, out, retry_errors=True, allow_roots=roots)) == 1
     again = {r["id"]: r for r in map(json.loads, (out / LABELS_FILE).read_text().splitlines())}
     assert again["broken"]["error"] is None and again["missing"]["error"]
     assert all(again[i] == first[i] for i in first if i not in ("missing", "broken"))

@@ -23,6 +23,7 @@ import torch
 
 from ..data.manifest import read_manifest
 from ..data.roots import media_roots
+from ..errors import UserError
 from ..types import Clip
 from . import shards
 from .args import FORMATS, generation_from_args
@@ -69,6 +70,8 @@ def read_inputs(path: str, input_format: str, allow_roots: Sequence[str] = ()) -
     A manifest's media must lie in its folder, ``allow_roots`` or the folders its roots file lists
     (:func:`affectllm.data.roots.media_roots`): a ``../``, absolute or symlinked path out of them is a problem row,
     as in ``data check``, ``data prep`` and training."""
+    if Path(path).is_dir():
+        raise UserError(f"{path}: is a folder; pass the manifest file (JSONL), e.g. {Path(path) / 'manifest.jsonl'}")
     if input_format == "openai-batch":
         from .openai_batch import read_requests
 
@@ -222,6 +225,11 @@ def _run(job: LabelJob, rank: int, world: int) -> int:
     if rank == 0:
         for p in inputs.problems:
             print(p, file=sys.stderr)
+    if not inputs.clips:
+        if rank == 0:
+            why = "no readable row" if inputs.problems else "no rows (empty or blank lines only)"
+            print(f"affectllm label: error: {job.manifest}: {why}; nothing to label", file=sys.stderr)
+        return 1
     out = Path(job.out)
     settings = ModelSettings.read(job.model, job.num_frames)
     fingerprint = settings.fingerprint(job.question, job.gen)
