@@ -311,6 +311,26 @@ def parse_stats(completions: Sequence[Any], log_metric: Any) -> None:
     log_metric("affect/labels_per_answer", sum(len(p.labels) for p in preds) / n)
 
 
+class RewardError(RuntimeError):
+    """A reward raised while scoring a batch; the message names the reward and the sample."""
+
+
+def failing_sample(fn: Any, completions: list[Any], kwargs: dict[str, Any]) -> Any:
+    """The id of the first sample on which ``fn`` raises alone (rewards are pure, so a re-run is safe), else all ids.
+
+    Per-sample keyword values are the lists as long as ``completions``; the rest (``log_metric``, options) pass as is.
+    """
+    n = len(completions)
+    ids = kwargs.get("id")
+    for i in range(n):
+        one = {k: [v[i]] if isinstance(v, list) and len(v) == n else v for k, v in kwargs.items()}
+        try:
+            fn([completions[i]], **one)
+        except Exception:
+            return ids[i] if isinstance(ids, list) and len(ids) == n else i
+    return ids
+
+
 def named_reward(fn: Any, name: str, log_parse_stats: bool = False) -> Any:
     """``fn`` as a function named ``name`` (TRL logs rewards by the name of the function a partial wraps).
 
@@ -321,7 +341,12 @@ def named_reward(fn: Any, name: str, log_parse_stats: bool = False) -> Any:
     def reward_fn(completions: list[Any], **kwargs: Any) -> list[float | None]:
         if log_parse_stats and "log_metric" in kwargs:
             parse_stats(completions, kwargs["log_metric"])
-        return fn(completions, **kwargs)
+        try:
+            return fn(completions, **kwargs)
+        except Exception as exc:
+            # TRL's traceback names neither the reward nor the row: say both, so the bug is found in one read.
+            raise RewardError(f"reward {name!r} raised {type(exc).__name__}: {exc} (sample id "
+                              f"{failing_sample(fn, completions, kwargs)!r}); fix the reward or its column") from exc
 
     reward_fn.__name__ = reward_fn.__qualname__ = name
     reward_fn.columns = declared_columns(fn)  # type: ignore[attr-defined]  # what check_columns reads
