@@ -292,6 +292,8 @@ def label_and_chat(root: Path, manifest: Path, seed: int, question: str, k: int)
     use = root / "use"
     write_jsonl(({"id": c.id, "video": c.video, "audio": c.audio, "transcript": c.transcript, "split": "test"}
                  for c in clips), use / "clips.jsonl")
+    # the media stay in the world's folder: name it as an allowed root of this manifest (MANIFEST.roots)
+    (use / "clips.roots").write_text(f"{manifest.parent.resolve()}\n")
     if label_main(LabelJob(manifest=str(use / "clips.jsonl"), model=model, out=str(use / "labels"),
                            num_workers=0)) != 0:
         raise RuntimeError(f"affectllm label failed on {use / 'clips.jsonl'} (see above)")
