@@ -29,7 +29,7 @@ def test_a_raising_reward_names_itself_and_the_failing_sample():
 
 def test_a_reward_that_fails_only_on_the_whole_batch_names_the_batch_ids():
     reward = named_reward(_batch_only, "count")
-    with pytest.raises(RewardError, match=r"reward .count. raised TypeError: batch-level \(sample id \[.x., .y.\]"):
+    with pytest.raises(RewardError, match=r".count. raised TypeError: batch-level bug \(sample id \[.x., .y.\]"):
         reward(["a", "b"], id=["x", "y"])
 
 
