@@ -115,3 +115,23 @@ def test_sampling_is_seeded(engine, clips):
 def test_generation_options_refuse_what_generate_cannot_do(bad):
     with pytest.raises(ValueError):
         GenerationOptions(**bad)
+
+
+def test_n_answers_per_clip_prefill_each_prompt_once(engine, clips):
+    """With n > 1 the prompt of each clip (with its media) runs through the model once; its cache serves n answers."""
+    shapes: list[tuple[int, int]] = []
+
+    def record(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None:
+            shapes.append(tuple(ids.shape))
+
+    hook = engine.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        rows = engine.label(clips[:2], gen=GenerationOptions(max_new_tokens=4, do_sample=True, seed=0, n=3))
+    finally:
+        hook.remove()
+    assert len(rows) == 2 and all(len(r["samples"]) == 2 for r in rows)
+    prompt_passes = [s for s in shapes if s[1] > 1]
+    assert len(prompt_passes) == 1 and prompt_passes[0][0] == 2  # 2 clips prefilled once, not 6 rows
+    assert any(s == (6, 1) for s in shapes)  # then 3 answers per clip decode from the copied cache

@@ -24,6 +24,7 @@ from ..data.prompts import QUESTIONS, SYSTEM_PROMPT, messages, user_content
 from ..evaluation.posthoc import ConfidenceMap
 from ..inputs.collate import build_prompt_inputs, media_kwargs, present_modalities
 from ..media.decode import MediaError
+from ..model.generation import generate_prefill_once
 from ..parsing import parse_completion
 from ..types import Clip, DecodedClip
 from .media_policy import MediaPolicy, faces_available
@@ -274,8 +275,12 @@ class Engine:
         inputs = built.inputs.to(self.model.device)
         if gen.seed is not None:
             torch.manual_seed(gen.seed)
-        ids = self.model.generate(**inputs, suppress_tokens=self._suppressed(),
-                                  **gen.generate_kwargs(self.processor.tokenizer))
+        kwargs = {**gen.generate_kwargs(self.processor.tokenizer), "suppress_tokens": self._suppressed()}
+        if gen.n > 1:  # each clip's prompt (with its media) is prefilled once, its KV cache copied to the n answers
+            n = kwargs.pop("num_return_sequences")
+            ids = generate_prefill_once(self.model, num_return_sequences=n, **inputs, **kwargs)
+        else:
+            ids = self.model.generate(**inputs, **kwargs)
         texts = self.processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         return [texts[i * gen.n:(i + 1) * gen.n] for i in range(len(clips))]
 
