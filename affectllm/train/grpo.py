@@ -8,8 +8,8 @@ ratio is 1 and training is on-policy. ``beta: 0.0`` (tiny, SmolLM2: no reference
 with the clip-higher range ``epsilon`` 0.2 / ``epsilon_high`` 0.28 (7B: k3 KL to the adapters-off model under
 LoRA). The reward is the weighted sum of the recipe's rewards (``reward_weights``).
 
-TRL 1.16 carries images only, so :class:`AffectGRPOTrainer` overrides the five places where media or rollouts matter, each
-pinned to the TRL lines it mirrors (a TRL bump is then a reviewable diff):
+TRL 1.16 carries images only, so :class:`AffectGRPOTrainer` overrides the five places where media or rollouts
+matter, each pinned to the TRL lines it mirrors (a TRL bump is then a reviewable diff):
 
 * ``_tokenize_prompts`` (mirrors trl==1.16.0 trl/trainer/grpo_trainer.py:1684): the dataset prompts are already the
   chat-templated text with the placeholders of the clip's media; they go through the processor with the media of
@@ -403,7 +403,9 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
                          "with tied embeddings in TRL 1.16; use llm_mode full or drop cast_lm_head_to_fp32")
     clips = select_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
     check_columns(funcs, [*ROW_COLUMNS, *reward_columns(clips[0])])
-    store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
+    # the cache holds the whole split: an LRU smaller than it evicts every clip before its next epoch
+    store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames,
+                      cache_size=max(512, len(clips)))
     rows = grpo_rows(clips, QUESTIONS[recipe.task], processor, store, model.config.enabled_modalities())
     model = trainable(model, recipe)
     trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),

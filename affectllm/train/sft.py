@@ -93,7 +93,9 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path) -> Affe
     clips = select_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
     table = read_confidences(opts.confidence_file)
     train = Dataset.from_list(sft_rows(clips, dict(opts.mix), recipe.seed, opts.confidence, table))
-    store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
+    # the cache holds the whole split: an LRU smaller than it evicts every clip before its next epoch
+    store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames,
+                      cache_size=max(512, len(clips)))
     # with a prep feature cache (data.feature_cache) frozen towers are not run: their cached outputs are used
     collator = ClipIdCollator(
         processor,
