@@ -110,7 +110,7 @@ class ChatRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(1 << 63), lt=1 << 64)  # torch.manual_seed's range: beyond it a 500
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=8)
     mm_processor_kwargs: MediaKnobs | None = None
