@@ -4,6 +4,7 @@ error shape and no stack trace, and the server keeps answering afterwards."""
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 
 import av
@@ -162,3 +163,17 @@ def test_bad_corpus_media_is_a_4xx_naming_the_cause(server, root, name, status, 
     part = {"type": "audio_url", "audio_url": {"url": url}} if name.endswith(".wav") else video(url)
     error = refused(post(server, chat([part]), timeout=120), status)
     assert error["param"] == "messages[0].content[0]" and cause in error["message"] and name in error["message"]
+
+
+def test_deep_nesting_odd_text_and_odd_fields(server, root):
+    good = video((root / "good.mp4").as_uri())
+    refused(post(server, content=b"[" * 200_000), 400)
+    deep = b'{"model": "tiny-emo", "messages": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_001
+    refused(post(server, content=deep), 400)
+    surrogate = json.dumps(chat([good, {"type": "text", "text": "\ud800 lone surrogate"}])).encode()  # JSON "\\ud800"
+    assert "surrogate" in refused(post(server, content=surrogate), 400)["message"]
+    for text in ("\x00" * 1000, "<answer>" * 5000):
+        resp = post(server, chat([good, {"type": "text", "text": text}]))
+        assert resp.status_code == 200, (text[:20], resp.text[:300])
+    assert refused(post(server, chat([good], stop=["x" * 100_000])), 422)["param"] == "stop"
+    refused(post(server, {**chat([good]), "model": "m" * 100_000}), 404)

@@ -22,6 +22,7 @@ from .media_io import ApiError
 VALUE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_long",
                           "too_short", "value_error", "finite_number", "multiple_of"})
 MAX_STOP = 4
+MAX_STOP_CHARS = 256  # transformers' StopStringCriteria builds tables of vocabulary x stop length: bound the length
 DEFAULT_MAX_TOKENS = 128
 
 
@@ -123,8 +124,15 @@ def parse_request(body: bytes) -> ChatRequest:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ApiError(400, f"the body is not valid JSON ({err.msg if hasattr(err, 'msg') else err})") from None
+    except RecursionError:  # "[[[[..." a few hundred kB deep: json recurses per level (was a 500)
+        raise ApiError(400, "the body's JSON is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
+    try:  # JSON's "\\ud800" escape gives a str that is no text: the tokenizer failed on it (a 500)
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError as err:
+        raise ApiError(400, f"the body holds a lone UTF-16 surrogate ({err.object[err.start:err.end]!r}); "
+                       "send valid Unicode text") from None
     try:
         return ChatRequest.model_validate(data)
     except ValidationError as err:
@@ -209,8 +217,8 @@ def generation_options(req: ChatRequest, max_tokens_limit: int) -> Any:
     """The :class:`~affectllm.serve.engine.GenerationOptions` of a request: greedy unless ``temperature`` > 0.
 
     Raises:
-        ApiError: 422 for ``max_tokens`` over the server's limit, more than 4 stop strings, or ``n`` > 1 without
-            sampling (greedy decoding would give ``n`` copies of one answer).
+        ApiError: 422 for ``max_tokens`` over the server's limit, more than 4 stop strings or one over 256
+            characters, or ``n`` > 1 without sampling (greedy decoding would give ``n`` copies of one answer).
     """
     from .engine import GenerationOptions
 
@@ -221,6 +229,8 @@ def generation_options(req: ChatRequest, max_tokens_limit: int) -> Any:
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if len(stop) > MAX_STOP:
         raise ApiError(422, f"stop: at most {MAX_STOP} stop strings, got {len(stop)}", "stop")
+    if any(len(s) > MAX_STOP_CHARS for s in stop):
+        raise ApiError(422, f"stop: a stop string is at most {MAX_STOP_CHARS} characters", "stop")
     sample = bool(req.temperature)
     if req.n > 1 and not sample:
         raise ApiError(422, "n: n > 1 needs sampling (temperature > 0); greedy decoding gives one answer", "n")
