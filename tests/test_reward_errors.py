@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from affectllm.train.grpo import RewardError, named_reward
+from affectllm.config import RewardSpec, load_recipe
+from affectllm.train.grpo import RewardError, named_reward, reward_functions
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _buggy(completions, labels, **_):
@@ -36,3 +41,12 @@ def test_a_reward_that_fails_only_on_the_whole_batch_names_the_batch_ids():
 def test_a_working_reward_is_passed_through():
     reward = named_reward(_buggy, "format")
     assert reward(["a", "b"], id=["x", "y"], labels=[["joy"], []]) == [1.0, 0.0]
+
+
+def test_the_rewards_a_recipe_names_are_wrapped():
+    """The functions the trainer gets (built by name from the recipe) carry the reward's log name and the id."""
+    recipe = load_recipe(ROOT / "recipes/tiny/grpo.yaml", ["data.manifest=unused.jsonl"])
+    recipe.rewards.append(RewardSpec(name="test_reward_errors:_buggy", weight=1.0))
+    funcs, _ = reward_functions(recipe)
+    with pytest.raises(RewardError, match=r"reward 'test_reward_errors:_buggy' raised TypeError.*sample id 'b'"):
+        funcs[-1](["x", "y"], id=["a", "b"], labels=[["joy"], None])
