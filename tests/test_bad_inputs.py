@@ -244,7 +244,10 @@ def test_every_reward_never_raises_and_scores_a_finite_number_or_none(batch: lis
     completions = [[{"role": "assistant", "content": text}] if chat else text for text, _, chat in batch]
     columns = {key: [cols[key] for _, cols, _ in batch] for key in batch[0][1]}
     for name in REWARDS.names():
-        scores = REWARDS.get(name)(completions, **columns)
+        fn = REWARDS.get(name)
+        if not fn.__module__.startswith("affectllm."):
+            continue  # rewards other test modules register in this worker (with columns of their own)
+        scores = fn(completions, **columns)
         assert len(scores) == len(batch), name
         assert all(s is None or math.isfinite(s) for s in scores), (name, scores)
 
