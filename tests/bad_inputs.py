@@ -321,3 +321,17 @@ def write_manifest_cases(root: str | Path, video: str) -> dict[str, tuple[Path, 
     (root / "dir.jsonl").mkdir()
     out["directory"] = (root / "dir.jsonl", False)
     return out
+
+
+def prep_outputs(folder: Path) -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
+    """id -> (``data prep`` row without its wall time, its arrays) of a prep folder; an id written twice fails."""
+    rows = [json.loads(x) for x in (folder / "prep.jsonl").read_text().splitlines()]
+    assert len({r["id"] for r in rows}) == len(rows), "an id written twice"
+    result = {}
+    for row in rows:
+        arrays = {}
+        if row["arrays"]:
+            with np.load(folder / row["arrays"]) as z:
+                arrays = {k: z[k] for k in z.files}
+        result[row["id"]] = ({k: v for k, v in row.items() if k != "seconds"}, arrays)
+    return result

@@ -19,7 +19,7 @@ from conftest import COMPLETION
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.bad_inputs import MEDIA, ROW, WARNING, Case, write_corpus, write_manifest_cases
+from tests.bad_inputs import MEDIA, ROW, WARNING, Case, prep_outputs, write_corpus, write_manifest_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -138,23 +138,11 @@ def test_two_prep_workers_give_the_same_rows_and_arrays(corpus: tuple[Path, list
     two = manifest.parent.parent / "prep_two"
     run = cli("data", "prep", str(manifest), "--out", str(two), "--no-progress", "--workers", "2")
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
-    one, par = _prep_outputs(out), _prep_outputs(two)
+    one, par = prep_outputs(out), prep_outputs(two)
     assert one.keys() == par.keys()
     for key, (row, arrays) in one.items():
         assert par[key][0] == row and arrays.keys() == par[key][1].keys(), key
         assert all(np.array_equal(v, par[key][1][k], equal_nan=True) for k, v in arrays.items()), key
-
-
-def _prep_outputs(folder: Path) -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
-    """id -> (prep row without its wall time, arrays)."""
-    result = {}
-    for row in map(json.loads, (folder / "prep.jsonl").read_text().splitlines()):
-        arrays = {}
-        if row["arrays"]:
-            with np.load(folder / row["arrays"]) as z:
-                arrays = {k: z[k] for k in z.files}
-        result[row["id"]] = ({k: v for k, v in row.items() if k != "seconds"}, arrays)
-    return result
 
 
 def test_retry_errors_redoes_the_failed_rows_without_dying(corpus: tuple[Path, list[Case]], prepped) -> None:

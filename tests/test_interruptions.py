@@ -19,6 +19,7 @@ import pytest
 from affectllm import jsonl
 from affectllm.inputs import prep
 from affectllm.inputs.prep import PREP_FILE, PrepConfig, prep_main
+from tests.bad_inputs import prep_outputs
 from tests.media_fixtures import write_corrupt, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,20 +80,6 @@ def _prep_args(manifest: Path, out: Path) -> list[str]:
     return ["data", "prep", str(manifest), "--out", str(out), "--no-faces", "--no-progress", "--num-frames", "4"]
 
 
-def _outputs(out: Path) -> dict[str, tuple[dict, dict[str, np.ndarray]]]:
-    """id -> (row without its wall time, arrays), each id once."""
-    rows = [json.loads(x) for x in (out / PREP_FILE).read_text().splitlines()]
-    assert len({r["id"] for r in rows}) == len(rows), "an id written twice"
-    result = {}
-    for row in rows:
-        arrays = {}
-        if row["arrays"]:
-            with np.load(out / row["arrays"]) as z:
-                arrays = {k: z[k] for k in z.files}
-        result[row["id"]] = ({k: v for k, v in row.items() if k != "seconds"}, arrays)
-    return result
-
-
 def _same(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key, (row, arrays) in a.items():
@@ -106,7 +93,7 @@ def straight(manifest: Path) -> dict:
     run = subprocess.run([sys.executable, "-m", "affectllm.cli", *_prep_args(manifest, out)], env=ENV, cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1, run.stderr[-2000:]  # bad.mp4 fails; the batch finishes
-    return _outputs(out)
+    return prep_outputs(out)
 
 
 POINTS = [(mode, random.Random(f"14-{mode}").randrange(7)) for mode in ("before-row", "mid-row", "after-row",
@@ -123,7 +110,7 @@ def test_prep_killed_at_a_seeded_point_and_resumed_equals_a_straight_run(manifes
     resumed = subprocess.run([sys.executable, "-m", "affectllm.cli", *_prep_args(manifest, out)], env=ENV, cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 1 and "Traceback" not in resumed.stderr, resumed.stderr[-2000:]
-    _same(straight, _outputs(out))
+    _same(straight, prep_outputs(out))
     assert not list((out / "arrays").glob(".*.tmp")), "a cut array file is cleared on resume"
 
 
@@ -140,7 +127,7 @@ def test_prep_killed_at_seeded_random_times_resumes_to_a_straight_run(manifest: 
     final = subprocess.run([sys.executable, "-m", "affectllm.cli", *_prep_args(manifest, out)], env=ENV, cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
     assert final.returncode == 1, final.stderr[-2000:]
-    _same(straight, _outputs(out))
+    _same(straight, prep_outputs(out))
 
 
 def test_a_full_disk_stops_prep_with_a_clear_message_and_keeps_finished_rows(manifest: Path, tmp_path: Path,

@@ -11,14 +11,8 @@ import torch
 from affectllm.config import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = [
-    "trainer.per_device_train_batch_size=4",
-    "trainer.logging_steps=1",
-    "trainer.save_steps=100",
-    "eval.samples=2",
-    "eval.max_new_tokens=8",
-    "trainer.report_to=[]",
-]
+FAST = ["trainer.per_device_train_batch_size=4", "trainer.logging_steps=1", "trainer.save_steps=100", "eval.samples=2",
+        "eval.max_new_tokens=8", "trainer.report_to=[]"]
 
 
 def recipe(stage: str, manifest: Path, out: Path, *extra: str):

@@ -11,15 +11,8 @@ import pytest
 from affectllm.config import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = [
-    "trainer.per_device_train_batch_size=2",
-    "trainer.gradient_accumulation_steps=1",
-    "trainer.logging_steps=1",
-    "trainer.save_steps=100",
-    "trainer.report_to=[]",
-    "eval.samples=2",
-    "eval.max_new_tokens=8",
-]
+FAST = ["trainer.per_device_train_batch_size=2", "trainer.gradient_accumulation_steps=1", "trainer.logging_steps=1",
+        "trainer.save_steps=100", "trainer.report_to=[]", "eval.samples=2", "eval.max_new_tokens=8"]
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smollm2")]
 
 
