@@ -202,3 +202,13 @@ def test_engine_ray_without_ray_says_what_to_install(emoworld, model_dir, tmp_pa
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(RuntimeError, match=r"pip install -e '\.\[ray\]'"):
         label_main(job(emoworld, model_dir, tmp_path, engine="ray"))
+
+
+def test_a_shard_ending_in_a_deeply_nested_line_is_repaired_not_a_crash(tmp_path):
+    from affectllm.serve.shards import repair_shard
+
+    good = json.dumps({"id": "a", "labels": []}) + "\n"
+    shard = tmp_path / "00000.jsonl"
+    shard.write_text(good + "[" * 100_000 + "]" * 100_000 + "\n")  # RecursionError in json.loads
+    assert repair_shard(shard) > 0
+    assert shard.read_text() == good

@@ -41,7 +41,7 @@ def repair_shard(path: Path) -> int:
     for line in data.splitlines(keepends=True):
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # a deeply nested line is as unreadable as a torn one
             break
         if not line.endswith(b"\n") or not isinstance(row, dict) or "id" not in row:
             break
