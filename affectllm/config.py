@@ -118,6 +118,18 @@ SFT_TASKS: tuple[str, ...] = ("describe", "ov_labels", "single", "au", "brief")
 
 
 @dataclass
+class EncodersOptions:
+    """Stage 0 (``encoders:``): how ``confidence.jsonl`` is made."""
+
+    confidence_folds: int = _opt(
+        2,
+        "cross-fitting: the training clips are split in this many folds and each fold's confidence comes from "
+        "towers trained without it (max_steps // folds steps each; the towers the stage saves train on every clip). "
+        "In-sample certainty is near 1 for every training clip and teaches the LLM one constant; 1: in-sample",
+    )
+
+
+@dataclass
 class SftOptions:
     """Stage 1 (``sft:``): what the SFT examples are."""
 
@@ -210,6 +222,7 @@ class Recipe:
         "is one the model was trained on",
     )
     max_bad_steps: int = _opt(10, "stop after this many optimizer steps with non-finite gradients (each is skipped)")
+    encoders: EncodersOptions = _new(EncodersOptions, "stage 0's confidence targets (table encoders.*)")
     sft: SftOptions = _new(SftOptions, "SFT examples (table sft.*)")
     grpo: GrpoOptions = _new(GrpoOptions, "GRPO rollouts (table grpo.*)")
     calibrate: CalibrateOptions = _new(CalibrateOptions, "the post-hoc confidence map (table calibrate.*)")
@@ -360,6 +373,8 @@ def _validate(recipe: Recipe, source: str) -> None:
     unknown = sorted(set(recipe.sft.mix) - set(SFT_TASKS))
     if unknown:
         raise RecipeError(f"{source}: sft.mix.{unknown[0]} is not an SFT task (tasks: {', '.join(SFT_TASKS)})")
+    if recipe.encoders.confidence_folds < 1:
+        raise RecipeError(f"{source}: encoders.confidence_folds={recipe.encoders.confidence_folds} must be >= 1")
     if recipe.calibrate.posthoc not in ("isotonic", "platt", "none"):
         raise RecipeError(f"{source}: calibrate.posthoc={recipe.calibrate.posthoc!r} must be isotonic, platt or none")
     if recipe.stage in ("grpo", "calibrate") and recipe.rewards == []:

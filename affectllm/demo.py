@@ -95,10 +95,11 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _prep(manifest: Path, out: Path, model: Path | None = None) -> dict[str, Any]:
+def _prep(manifest: Path, out: Path, workers: int, model: Path | None = None) -> dict[str, Any]:
     from .inputs.prep import PrepConfig, prep_main
 
-    config = PrepConfig(faces=False, cache_features=model is not None, model=str(model) if model else None)
+    config = PrepConfig(workers=workers, faces=False, cache_features=model is not None,
+                        model=str(model) if model else None)
     if prep_main(str(manifest), str(out), config) != 0:
         raise RuntimeError(f"data prep into {out} failed; see {out / 'prep.jsonl'} for the rows' errors")
     return {"out": str(out)}
@@ -144,16 +145,17 @@ def demo_main(out: str = "runs/demo", n: int = 2400, seed: int = 0, quick: bool 
     manifest = world / "manifest.jsonl"
 
     def synth() -> dict[str, Any]:
-        if synth_main(str(world), n, seed) != 0:
+        # one process per torch thread the machine gives us (the clips do not depend on it)
+        if synth_main(str(world), n, seed, overrides=[f"workers={n_threads}"]) != 0:
             raise RuntimeError("EmoWorld synthesis failed (see above)")
         return {"n": n, "seed": seed}
 
     steps("emoworld", f"EmoWorld: {n} clips, default preset, seed {seed}", synth)
-    steps("prep", "data prep: frames and audio per clip", lambda: _prep(manifest, root / "prep"))
+    steps("prep", "data prep: frames and audio per clip", lambda: _prep(manifest, root / "prep", n_threads))
     heads = steps("encoders", "stage 0: encoder warm-start on the gold", lambda: _train("encoders", root, manifest,
                                                                                          quick))
     steps("features", "data prep --cache-features (warm-started towers)",
-          lambda: _prep(manifest, root / "features", root / "encoders"))
+          lambda: _prep(manifest, root / "features", n_threads, root / "encoders"))
     for stage, title in (("sft", "stage 1: SFT"), ("grpo", "stage 2: GRPO"), ("calibrate", "stage 3: calibration")):
         steps(stage, title, lambda stage=stage: _train(stage, root, manifest, quick))
     scores = steps("scores", f"evaluation: every stage on the same {TEST_CLIPS} test clips",

@@ -18,6 +18,7 @@ from typing import Any
 from affectllm.config import (
     CalibrateOptions,
     DataConfig,
+    EncodersOptions,
     EvalOptions,
     GrpoOptions,
     LoraConfig,
@@ -36,6 +37,7 @@ SECTIONS: tuple[tuple[str, type], ...] = (
     ("model.lora.", LoraConfig),
     ("data.", DataConfig),
     ("rewards[].", RewardSpec),
+    ("encoders.", EncodersOptions),
     ("sft.", SftOptions),
     ("grpo.", GrpoOptions),
     ("calibrate.", CalibrateOptions),

@@ -41,6 +41,36 @@ def test_encoders_stage_trains_only_the_towers_and_writes_confidences(emoworld, 
     assert json.loads((tmp_path / "enc" / "eval.json").read_text())["n"] == result["n"]
 
 
+def test_training_clips_get_out_of_fold_confidence(emoworld, tmp_path, monkeypatch):
+    """Every training clip's confidence comes from towers trained on the other folds only (same start, fresh
+    copies); held-out clips get the saved towers' value; one fold is in-sample."""
+    from affectllm.data.manifest import select_clips
+    from affectllm.train import encoders
+
+    trained_on: list[set[str]] = []
+    real = encoders.build_trainer
+
+    def spy(recipe, model, processor, out, clips=None):
+        trainer, heads = real(recipe, model, processor, out, clips)
+        trained_on.append({r["id"] for r in trainer.train_dataset})
+        return trainer, heads
+
+    monkeypatch.setattr(encoders, "build_trainer", spy)
+    recipe = _recipe(emoworld, tmp_path / "enc", "encoders.confidence_folds=2")
+    result = encoders.main(recipe)
+    train = {c.id for c in select_clips(str(emoworld), "train", None, 0)}
+    full, *folds = trained_on
+    assert full == train and len(folds) == 2
+    assert folds[0] | folds[1] == train and not folds[0] & folds[1]  # each fold trains on the other's clips
+    oof = encoders.cross_fitted_confidence(recipe, tmp_path / "again")
+    assert set(oof) == train
+    assert {"train_confidence_in_sample", "train_confidence_cross_fitted"} <= set(result)
+    one = _recipe(emoworld, tmp_path / "one", "encoders.confidence_folds=1")
+    assert encoders.cross_fitted_confidence(one, tmp_path / "one") == {}
+    with pytest.raises(RecipeError, match="confidence_folds"):
+        _recipe(emoworld, tmp_path / "bad", "encoders.confidence_folds=0")
+
+
 def test_sft_targets_say_the_clip_confidence_of_the_file(emoworld, tmp_path):
     from affectllm.data.manifest import select_clips
     from affectllm.train.sft import sft_rows

@@ -7,13 +7,17 @@ import torch
 from transformers import AutoConfig, SiglipVisionConfig
 
 from affectllm.config import RecipeError, load_model_config
-from affectllm.model.build import TINY_VISION, build_model
-from affectllm.model.encoders.vision import VisionTower, set_spatial_pooling
+from affectllm.model.build import TINY_VISION, build_model, load_pretrained
+from affectllm.model.encoders.vision import VisionTower, feature_side, set_spatial_pooling
+
+# a CLIP-style tower (the tiny preset's own is a ResNet, tested below): 32 px, 4x4 patches of 8 px
+TINY_VIT = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=2, image_size=32, patch_size=8)
 
 
-def _tower(pooling: str, grid: int = 2) -> VisionTower:
+def _tower(pooling: str, grid: int = 2, spec: dict | None = None) -> VisionTower:
     torch.manual_seed(0)
-    config = AutoConfig.for_model(**TINY_VISION)
+    config = AutoConfig.for_model(**(spec or TINY_VIT))
     set_spatial_pooling(config, pooling, grid)
     return VisionTower(config).eval()
 
@@ -48,7 +52,7 @@ def test_the_grid_tells_where_the_patch_mean_does_not():
 
 def test_grid_size_is_configurable_and_checked():
     assert _tower("grid", 4).hidden_size == 16 * 32
-    config = AutoConfig.for_model(**TINY_VISION)
+    config = AutoConfig.for_model(**TINY_VIT)
     with pytest.raises(ValueError, match="must be 1..4"):
         set_spatial_pooling(config, "grid", 5)
     with pytest.raises(ValueError, match="expected one of"):
@@ -66,18 +70,45 @@ def test_siglip_cls_is_its_pooled_head_and_grid_reads_all_tokens():
 
 
 def test_a_config_without_the_field_keeps_the_patch_mean_it_was_trained_with():
-    assert VisionTower(AutoConfig.for_model(**TINY_VISION)).spatial == "mean"
+    assert VisionTower(AutoConfig.for_model(**TINY_VIT)).spatial == "mean"
+
+
+@pytest.mark.parametrize("pooling, width", [("grid", 4 * 64), ("cls", 64), ("mean", 64)])
+def test_the_tiny_resnet_tower_pools_its_feature_map(pooling, width):
+    """The tiny preset's ResNet (64 px in, stride 8: an 8x8 map of 64 channels) pools like the transformers."""
+    tower = _tower(pooling, spec=TINY_VISION)
+    assert tower.conv and tower.side == feature_side(tower.config) == 8
+    out = tower(torch.randn(2, 3, 3, 64, 64))
+    assert out.shape == (2, 3, width) and tower.hidden_size == width
+    with pytest.raises(ValueError, match="must be 1..8"):
+        set_spatial_pooling(AutoConfig.for_model(**TINY_VISION), "grid", 9)
+
+
+def test_the_resnet_grid_tells_where_too():
+    torch.manual_seed(1)
+    frame = torch.randn(1, 1, 3, 64, 64)
+    frame[..., 32:] = 0.0
+    mirrored = torch.zeros_like(frame)
+    mirrored[..., 32:] = frame[..., :32]
+    tower = _tower("grid", spec=TINY_VISION)
+    with torch.no_grad():
+        a, b = tower(frame)[0, 0].view(4, 64), tower(mirrored)[0, 0].view(4, 64)
+    assert (a[[0, 2]] - b[[1, 3]]).abs().mean() < 0.5 * (a[[0, 2]] - b[[0, 2]]).abs().mean()
 
 
 def test_the_tiny_preset_defaults_to_the_grid_and_a_saved_model_keeps_it(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    model, _ = build_model(load_model_config(["preset=tiny"]))
-    assert model.model.encoders["video"].spatial == "grid" and model.model.encoders["video"].hidden_size == 128
+    model, processor = build_model(load_model_config(["preset=tiny"]))
+    assert model.model.encoders["video"].spatial == "grid" and model.model.encoders["video"].hidden_size == 16 * 64
     model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
     again = AutoModelForCausalLM.from_pretrained(tmp_path)
-    assert again.model.encoders["video"].spatial == "grid" and again.model.encoders["face"].grid == 2
+    # a stage loads it asking for the LLM's sdpa kernel: the ResNet towers (no attention) must still build
+    sdpa, _ = load_pretrained(tmp_path, attn_implementation="sdpa")
+    assert sdpa.model.encoders["video"].conv
+    assert again.model.encoders["video"].spatial == "grid" and again.model.encoders["face"].grid == 4
     other, _ = build_model(load_model_config(["preset=tiny", "spatial_pooling.video=mean"]))
-    assert other.model.encoders["video"].hidden_size == 32 and other.model.encoders["face"].spatial == "grid"
+    assert other.model.encoders["video"].hidden_size == 64 and other.model.encoders["face"].spatial == "grid"
     with pytest.raises(RecipeError, match="spatial_grid"):
         build_model(load_model_config(["preset=tiny", "spatial_grid=9"]))

@@ -8,9 +8,12 @@ emotion, valence and arousal). The towers are saved inside an otherwise untouche
 ``data prep --cache-features``; the heads are dropped.
 
 It also writes ``confidence.jsonl`` (``{"id", "confidence"}`` per clip of the manifest): the heads' probability of
-their top emotion, the towers' own certainty about the clip. It is a function of the clip's media, so an LLM that
-reads the same frozen features can learn to say it; SFT writes it as the target confidence
-(``sft.confidence_file``), and calibration maps it to a probability.
+their top emotion, the towers' own certainty about the clip. SFT writes it as the target confidence
+(``sft.confidence_file``), and calibration maps it to a probability. On the training clips it is cross-fitted
+(``encoders.confidence_folds``): towers that saw a clip are sure of it (the in-sample certainty was 0.9 or more for
+1,142 of 1,680 EmoWorld training clips, and the LLM learnt to say 0.90 for every clip), so each fold's confidence
+comes from towers and heads trained, from the same initialisation, on the other folds only; held-out clips get
+the saved towers' heads.
 """
 
 from __future__ import annotations
@@ -185,11 +188,13 @@ def _store(recipe: Recipe, clips: int) -> ClipStore:
     return ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames, cache_size=max(512, clips))
 
 
-def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path) -> tuple[EncoderTrainer, TowerHeads]:
-    """The configured trainer over the training split, and the heads module it trains."""
+def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
+                  clips: list[Clip] | None = None) -> tuple[EncoderTrainer, TowerHeads]:
+    """The configured trainer over ``clips`` (default: the training split), and the heads module it trains."""
     from datasets import Dataset
 
-    clips = select_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
+    if clips is None:
+        clips = select_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
     vocab = Vocab(clips)
     heads = TowerHeads(model, vocab)
     collator = TowerCollator(processor, _store(recipe, len(clips)), heads.modalities, {c.id: c for c in clips}, vocab)
@@ -244,21 +249,61 @@ def head_metrics(pred: dict[str, Any], clips: list[Clip], vocab: Vocab) -> dict[
             "arousal_r": pearson(1), "confidence_auroc": auroc(pred["emotion"].max(-1).tolist(), right)}
 
 
-def finish(recipe: Recipe, out: Path, heads: TowerHeads, collator: TowerCollator) -> dict[str, Any]:
-    """Score the heads on ``eval.split`` and write ``confidence.jsonl`` for every clip of the manifest."""
+def cross_fitted_confidence(recipe: Recipe, out: Path) -> dict[str, float]:
+    """Out-of-fold certainty of every training clip: for each of ``encoders.confidence_folds`` folds (a seeded
+    shuffle cut in equal parts), fresh towers from the stage's starting point train ``max_steps // folds`` steps on
+    the other folds and their heads score the fold. Empty with one fold."""
+    import dataclasses
+
+    from .stage import load_stage_model
+
+    k = recipe.encoders.confidence_folds
+    if k < 2:
+        return {}
+    clips = select_clips(recipe.data.manifest, recipe.data.split, recipe.data.max_samples, recipe.seed)
+    order = np.random.default_rng(recipe.seed).permutation(len(clips))
+    steps = max(1, int(recipe.trainer.get("max_steps", 1)) // k)
+    out_of_fold: dict[str, float] = {}
+    for fold in range(k):
+        held = [clips[i] for i in order[fold::k]]
+        rest = [clips[i] for i in sorted(set(range(len(clips))) - set(order[fold::k].tolist()))]
+        where = out / "folds" / str(fold)
+        sub = dataclasses.replace(recipe, output_dir=str(where), trainer={**recipe.trainer, "max_steps": steps})
+        print(f"[encoders] confidence fold {fold + 1}/{k}: towers trained on {len(rest)} clips, {steps} steps, "
+              f"scoring {len(held)}", flush=True)
+        model, processor = load_stage_model(sub)
+        trainer, heads = build_trainer(sub, model, processor, where, rest)
+        trainer.train()
+        collator = trainer.data_collator
+        collator.clips.update({c.id: c for c in held})
+        pred = predict(heads, collator, held)
+        out_of_fold.update({c.id: float(p) for c, p in zip(held, pred["emotion"].max(-1))})
+    return out_of_fold
+
+
+def finish(recipe: Recipe, out: Path, heads: TowerHeads, collator: TowerCollator,
+           out_of_fold: dict[str, float] | None = None) -> dict[str, Any]:
+    """Score the heads on ``eval.split`` and write ``confidence.jsonl`` for every clip of the manifest (a clip of
+    ``out_of_fold`` says its cross-fitted value)."""
     import json
 
     every = select_clips(recipe.data.manifest, None, None, recipe.seed)
     collator.clips.update({c.id: c for c in every})
     pred = predict(heads, collator, every)
-    rows = [{"id": c.id, "confidence": round(float(p), 4)} for c, p in zip(every, pred["emotion"].max(-1))]
+    oof = out_of_fold or {}
+    rows = [{"id": c.id, "confidence": round(oof.get(c.id, float(p)), 4)}
+            for c, p in zip(every, pred["emotion"].max(-1))]
     write_jsonl(rows, out / "confidence.jsonl")
     result: dict[str, Any] = {}
+    if oof:
+        in_sample = [float(p) for c, p in zip(every, pred["emotion"].max(-1)) if c.id in oof]
+        result.update(train_confidence_in_sample=float(np.mean(in_sample)),
+                      train_confidence_cross_fitted=float(np.mean(list(oof.values()))))
     if recipe.eval.enabled and recipe.eval.split:
         keep = [i for i, c in enumerate(every) if c.split == recipe.eval.split]
         if keep:
             part = {k: v[keep] for k, v in pred.items()}
-            result = head_metrics(part, [every[i] for i in keep], heads.vocab)
+            result = {**head_metrics(part, [every[i] for i in keep], heads.vocab), **result}
             write_text(out / "eval.json", json.dumps(result, indent=2))
             print(f"[encoders] {recipe.eval.split} split ({result['n']} clips): "
                   + ", ".join(f"{k}={v:.3f}" for k, v in result.items() if isinstance(v, float)))
@@ -277,4 +322,5 @@ def main(recipe: Recipe) -> dict[str, Any]:
         trainer.train()
         plot_curves(out)
     save_final(model, processor, out)
-    return finish(recipe, out, heads, trainer.data_collator)
+    out_of_fold = cross_fitted_confidence(recipe, out) if int(recipe.trainer.get("max_steps", -1)) > 0 else {}
+    return finish(recipe, out, heads, trainer.data_collator, out_of_fold)

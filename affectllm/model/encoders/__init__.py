@@ -15,7 +15,7 @@ from .audio import SslAudioEncoder, WhisperAudioEncoder
 from .face import AuEncoder
 from .vision import VisionTower
 
-for _name in ("clip_vision_model", "siglip_vision_model"):
+for _name in ("clip_vision_model", "siglip_vision_model", "resnet"):
     ENCODERS.register(_name, VisionTower)
 ENCODERS.register("whisper", WhisperAudioEncoder)
 for _name in ("hubert", "wavlm", "wav2vec2"):

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedConfig
 
+from .vision import channel_width
+
 
 class AuEncoder(nn.Module):
     """Per-frame AU/landmark feature vectors -> per-frame embeddings.
@@ -28,7 +30,7 @@ class AuEncoder(nn.Module):
     def from_config(cls, config: PreTrainedConfig) -> AuEncoder:
         """Build from a composite config's ``au_feature_dim`` (hidden size follows the face/vision tower)."""
         tower = config.face_config or config.vision_config
-        return cls(config.au_feature_dim, 64 if tower is None else tower.hidden_size)
+        return cls(config.au_feature_dim, 64 if tower is None else channel_width(tower))
 
     def forward(self, au_features: torch.Tensor) -> torch.Tensor:
         """``[u, t, f]`` -> ``[u, t, d]``."""
