@@ -81,6 +81,9 @@ class ModelConfig:
     )
     spatial_grid: int | None = _opt(None, "cells per side of the grid pooling (2: a 2x2 grid); null: the preset's")
     projector_depth: int | None = _opt(None, "MLP layers of each projector into the LLM; null: the preset's")
+    projector_norm: list[str] | None = _opt(
+        None, "modalities whose projector starts with a LayerNorm over the tower features; null: the preset's"
+    )
     prefusion: bool | None = _opt(
         None, "attention pre-fusion of video and audio tokens before the LLM; null: the preset's"
     )
@@ -125,7 +128,8 @@ class EncodersOptions:
         2,
         "cross-fitting: the training clips are split in this many folds and each fold's confidence comes from "
         "towers trained without it (max_steps // folds steps each; the towers the stage saves train on every clip). "
-        "In-sample certainty is near 1 for every training clip and teaches the LLM one constant; 1: in-sample",
+        "In-sample certainty overstates how sure the towers are of a new clip (EmoWorld: mean 0.76 in-sample, 0.56 "
+        "out of fold); 1: in-sample",
     )
 
 

@@ -10,9 +10,10 @@ from affectllm.config import RecipeError, load_model_config
 from affectllm.model.build import TINY_VISION, build_model, load_pretrained
 from affectllm.model.encoders.vision import VisionTower, feature_side, set_spatial_pooling
 
-# a CLIP-style tower (the tiny preset's own is a ResNet, tested below): 32 px, 4x4 patches of 8 px
-TINY_VIT = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                num_attention_heads=2, image_size=32, patch_size=8)
+TINY_VIT = TINY_VISION  # the tiny preset's CLIP-style tower: 32 px, 4x4 patches of 8 px
+# a convolutional tower (transformers' ResNet): 64 px in, stride 8, an 8x8 map of 64 channels
+TINY_RESNET = dict(model_type="resnet", num_channels=3, embedding_size=32, hidden_sizes=[32, 64], depths=[1, 1],
+                   layer_type="basic", hidden_act="relu", downsample_in_first_stage=False, image_size=64)
 
 
 def _tower(pooling: str, grid: int = 2, spec: dict | None = None) -> VisionTower:
@@ -74,14 +75,14 @@ def test_a_config_without_the_field_keeps_the_patch_mean_it_was_trained_with():
 
 
 @pytest.mark.parametrize("pooling, width", [("grid", 4 * 64), ("cls", 64), ("mean", 64)])
-def test_the_tiny_resnet_tower_pools_its_feature_map(pooling, width):
-    """The tiny preset's ResNet (64 px in, stride 8: an 8x8 map of 64 channels) pools like the transformers."""
-    tower = _tower(pooling, spec=TINY_VISION)
+def test_a_resnet_tower_pools_its_feature_map(pooling, width):
+    """A ResNet (64 px in, stride 8: an 8x8 map of 64 channels) pools like the transformers."""
+    tower = _tower(pooling, spec=TINY_RESNET)
     assert tower.conv and tower.side == feature_side(tower.config) == 8
     out = tower(torch.randn(2, 3, 3, 64, 64))
     assert out.shape == (2, 3, width) and tower.hidden_size == width
     with pytest.raises(ValueError, match="must be 1..8"):
-        set_spatial_pooling(AutoConfig.for_model(**TINY_VISION), "grid", 9)
+        set_spatial_pooling(AutoConfig.for_model(**TINY_RESNET), "grid", 9)
 
 
 def test_the_resnet_grid_tells_where_too():
@@ -90,7 +91,7 @@ def test_the_resnet_grid_tells_where_too():
     frame[..., 32:] = 0.0
     mirrored = torch.zeros_like(frame)
     mirrored[..., 32:] = frame[..., :32]
-    tower = _tower("grid", spec=TINY_VISION)
+    tower = _tower("grid", spec=TINY_RESNET)
     with torch.no_grad():
         a, b = tower(frame)[0, 0].view(4, 64), tower(mirrored)[0, 0].view(4, 64)
     assert (a[[0, 2]] - b[[1, 3]]).abs().mean() < 0.5 * (a[[0, 2]] - b[[0, 2]]).abs().mean()
@@ -100,15 +101,42 @@ def test_the_tiny_preset_defaults_to_the_grid_and_a_saved_model_keeps_it(tmp_pat
     from transformers import AutoModelForCausalLM
 
     model, processor = build_model(load_model_config(["preset=tiny"]))
-    assert model.model.encoders["video"].spatial == "grid" and model.model.encoders["video"].hidden_size == 16 * 64
+    assert model.model.encoders["video"].spatial == "grid" and model.model.encoders["video"].hidden_size == 128
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     again = AutoModelForCausalLM.from_pretrained(tmp_path)
-    # a stage loads it asking for the LLM's sdpa kernel: the ResNet towers (no attention) must still build
-    sdpa, _ = load_pretrained(tmp_path, attn_implementation="sdpa")
-    assert sdpa.model.encoders["video"].conv
-    assert again.model.encoders["video"].spatial == "grid" and again.model.encoders["face"].grid == 4
+    assert again.model.encoders["video"].spatial == "grid" and again.model.encoders["face"].grid == 2
     other, _ = build_model(load_model_config(["preset=tiny", "spatial_pooling.video=mean"]))
-    assert other.model.encoders["video"].hidden_size == 64 and other.model.encoders["face"].spatial == "grid"
+    assert other.model.encoders["video"].hidden_size == 32 and other.model.encoders["face"].spatial == "grid"
     with pytest.raises(RecipeError, match="spatial_grid"):
         build_model(load_model_config(["preset=tiny", "spatial_grid=9"]))
+
+
+def test_projector_norm_is_per_modality_and_saved(tmp_path):
+    from torch import nn
+    from transformers import AutoModelForCausalLM
+
+    model, processor = build_model(load_model_config(["preset=tiny", "projector_norm=[video]"]))
+    assert isinstance(model.model.projectors["video"].norm, nn.LayerNorm)
+    assert isinstance(model.model.projectors["audio"].norm, nn.Identity)
+    model.save_pretrained(tmp_path)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert again.config.projector_norm == ["video"] and isinstance(again.model.projectors["video"].norm, nn.LayerNorm)
+    plain, _ = build_model(load_model_config(["preset=tiny", "projector_norm=[]"]))
+    assert all(isinstance(p.norm, nn.Identity) for p in plain.model.projectors.values())
+
+
+def test_a_saved_model_with_resnet_towers_loads_with_the_llms_sdpa_kernel(tmp_path):
+    """A stage loads its start asking for the LLM's sdpa kernel: a ResNet tower (no attention) must still build."""
+    from transformers import AutoConfig as Auto
+
+    model, processor = build_model(load_model_config(["preset=tiny"]))
+    config = Auto.for_model(**TINY_RESNET)
+    set_spatial_pooling(config, "grid", 4)
+    model.model.encoders["video"] = VisionTower(config)
+    model.config.vision_config = config
+    model.model.projectors["video"] = type(model.model.projectors["video"])(16 * 64, 128, norm=True)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    again, _ = load_pretrained(tmp_path, attn_implementation="sdpa")
+    assert again.model.encoders["video"].conv and again.model.encoders["video"].hidden_size == 16 * 64

@@ -30,6 +30,8 @@ class AffectLlmConfig(PreTrainedConfig):
         media_tokens: LLM tokens each modality contributes per clip (the pooler's output length), incl. "fusion".
         pooling: pooler name per modality ("mean" parameter-free, "attention" learned queries).
         projector_depth: MLP depth of each projector (1 = linear).
+        projector_norm: modalities whose projector starts with a LayerNorm over the tower's features (a saved config
+            without the field has none, as before the field existed).
         prefusion: add an AffectGPT-style pre-fusion block: learned queries attend over a clip's projected video
             and audio tokens and give `media_tokens["fusion"]` extra tokens (only for clips with both).
         media_token_ids: token id of each placeholder string in the tokenizer (set by the builder).
@@ -52,6 +54,7 @@ class AffectLlmConfig(PreTrainedConfig):
     pooling: dict | None = None
     projector_depth: int = 2
     projector_hidden_act: str = "gelu"
+    projector_norm: list | None = None
     prefusion: bool = False
     media_token_ids: dict | None = None
     tie_word_embeddings: bool = False
@@ -61,6 +64,7 @@ class AffectLlmConfig(PreTrainedConfig):
         self.media_tokens = {**DEFAULT_MEDIA_TOKENS, **(self.media_tokens or {})}
         self.pooling = {m: "mean" for m in MODALITIES} | (self.pooling or {})
         self.media_token_ids = dict(self.media_token_ids or {})
+        self.projector_norm = list(self.projector_norm or [])
         # The LLM's own tying decides; the composite must not force it on or off.
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
 

@@ -83,7 +83,8 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
             for m, enc in self.encoders.items()
         })
         self.projectors = nn.ModuleDict({
-            m: MlpProjector(enc.hidden_size, llm_dim, config.projector_depth, config.projector_hidden_act)
+            m: MlpProjector(enc.hidden_size, llm_dim, config.projector_depth, config.projector_hidden_act,
+                            norm=m in config.projector_norm)
             for m, enc in self.encoders.items()
         })
         self.prefusion = PreFusion(llm_dim, config.media_tokens["fusion"]) if (

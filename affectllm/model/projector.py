@@ -8,16 +8,24 @@ from transformers.activations import ACT2FN
 
 
 class MlpProjector(nn.Module):
-    """``depth`` linear layers with an activation between them: ``[.., d_in] -> [.., d_out]`` (depth 1 = linear)."""
+    """Optionally a LayerNorm over the input (``norm``), then ``depth`` linear layers with an activation between
+    them: ``[.., d_in] -> [.., d_out]`` (depth 1 = linear).
 
-    def __init__(self, in_dim: int, out_dim: int, depth: int = 2, act: str = "gelu") -> None:
+    The norm (as in Qwen2-VL's patch merger) centres and scales the tower's features per token: a ResNet's post-ReLU
+    features are all positive, so without it the first layer's output is dominated by their common mean and every
+    clip's tokens look alike to the LLM (the tiny preset's SFT fell from EW-F 68 to 51 when its towers became a
+    ResNet, with the same training loss).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, depth: int = 2, act: str = "gelu", norm: bool = False) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"projector_depth must be >= 1, got {depth}")
+        self.norm = nn.LayerNorm(in_dim) if norm else nn.Identity()
         layers: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
         for _ in range(depth - 1):
             layers += [ACT2FN[act], nn.Linear(out_dim, out_dim)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(self.norm(x))
