@@ -48,7 +48,7 @@ TINY_VISION = dict(model_type="clip_vision_model", hidden_size=32, intermediate_
                    num_attention_heads=2, image_size=32, patch_size=8)
 # A transformers ResNet works as a tiny tower too (model.vision=... a saved ResNet; docs/model.md): its stage 0 heads
 # were better on EmoWorld (AU-F1 0.73 vs 0.64), but the tiny LLM read its 1,024-wide features worse in the same SFT
-# budget (EW-F 0.57 vs 0.74), so the preset keeps the CLIP-style tower.
+# budget (EW-F 0.57 vs 0.71), so the preset keeps the CLIP-style tower.
 TINY_GRID = 2
 TINY_AUDIO_SECONDS = 4
 TINY_AUDIO = dict(model_type="whisper", d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
