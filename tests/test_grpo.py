@@ -265,3 +265,22 @@ def test_encode_frozen_keeps_the_audio_mask_and_runs_absent_towers_under_zero3(t
         for m in frozen:
             for n, p in model.model.encoders[m].named_parameters(prefix=m):
                 p.requires_grad_(before[n])
+
+
+def test_a_kl_term_builds_the_reference_model_from_the_start_model(mixed, tmp_path):
+    """beta > 0: TRL builds its reference model from ``init_from`` (trl utils.create_model_from_path reads
+    ``config.auto_map`` for a non-transformers architecture); the KL is logged."""
+    from affectllm.config import load_model_config
+    from affectllm.model.build import build_model
+
+    start = tmp_path / "start"
+    model, processor = build_model(load_model_config(["preset=tiny"]))
+    model.save_pretrained(start)
+    processor.save_pretrained(start)
+    recipe = grpo_recipe(mixed, tmp_path / "out", "trainer.max_steps=1", "trainer.max_completion_length=8",
+                         "trainer.mask_truncated_completions=false", "trainer.beta=0.04", f"init_from={start}")
+    trainer = build(recipe, tmp_path / "out")
+    assert trainer.ref_model is not None
+    trainer.train()
+    logged = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert any("kl" in row for row in logged)

@@ -58,6 +58,11 @@ class AffectLlmConfig(PreTrainedConfig):
     prefusion: bool = False
     media_token_ids: dict | None = None
     tie_word_embeddings: bool = False
+    # trl==1.16.0 trl/trainer/utils.py:1359 (create_model_from_path: GRPO's reference model when beta > 0) reads
+    # ``config.auto_map`` when the architecture is not a transformers class: an empty map sends it to
+    # AutoModelForCausalLM, where this model is registered (without the field a KL term stopped GRPO with an
+    # AttributeError). Saved as {}: AutoConfig looks for "AutoConfig" in it, which None would break.
+    auto_map: dict | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -65,6 +70,7 @@ class AffectLlmConfig(PreTrainedConfig):
         self.pooling = {m: "mean" for m in MODALITIES} | (self.pooling or {})
         self.media_token_ids = dict(self.media_token_ids or {})
         self.projector_norm = list(self.projector_norm or [])
+        self.auto_map = dict(self.auto_map or {})
         # The LLM's own tying decides; the composite must not force it on or off.
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
 

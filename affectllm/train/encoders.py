@@ -10,10 +10,10 @@ emotion, valence and arousal). The towers are saved inside an otherwise untouche
 It also writes ``confidence.jsonl`` (``{"id", "confidence"}`` per clip of the manifest): the heads' probability of
 their top emotion, the towers' own certainty about the clip. SFT writes it as the target confidence
 (``sft.confidence_file``), and calibration maps it to a probability. On the training clips it is cross-fitted
-(``encoders.confidence_folds``): towers that saw a clip are surer of it than of a new one (EmoWorld's training clips:
-mean 0.76 in-sample, 0.56 out of fold; with in-sample targets the LLM said 0.90 for every clip), so each fold's confidence
-comes from towers and heads trained, from the same initialisation, on the other folds only; held-out clips get
-the saved towers' heads.
+(``encoders.confidence_folds``): towers that saw a clip are surer of it than of a new one (EmoWorld's training
+clips: mean 0.76 in-sample, 0.56 out of fold; with in-sample targets the LLM said 0.90 for every clip), so each
+fold's confidence comes from towers and heads trained, from the same initialisation, on the other folds only;
+held-out clips get the saved towers' heads.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ def feature_side(config: PreTrainedConfig) -> int:
     it downsamples). A convolutional config carries the ``image_size`` its processor resizes to."""
     if not is_conv(config):
         return config.image_size // config.patch_size
-    stride = 4 * 2 ** (len(config.hidden_sizes) - 1) * (2 if getattr(config, "downsample_in_first_stage", False) else 1)
+    first = 2 if getattr(config, "downsample_in_first_stage", False) else 1
+    stride = 4 * 2 ** (len(config.hidden_sizes) - 1) * first
     return max(1, config.image_size // stride)
 
 
