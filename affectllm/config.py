@@ -131,6 +131,12 @@ class EncodersOptions:
         "In-sample certainty overstates how sure the towers are of a new clip (EmoWorld: mean 0.76 in-sample, 0.56 "
         "out of fold); 1: in-sample",
     )
+    confidence_scale: str = _opt(
+        "probability",
+        "what confidence.jsonl says: probability (the heads' top-emotion probability) or rank (its quantile among "
+        "the training clips, in 0.05..0.95: the same order with every level equally often, so SFT targets do not pile "
+        "up at one value; calibration's post-hoc map turns the stated rank into a probability)",
+    )
 
 
 @dataclass
@@ -379,6 +385,9 @@ def _validate(recipe: Recipe, source: str) -> None:
         raise RecipeError(f"{source}: sft.mix.{unknown[0]} is not an SFT task (tasks: {', '.join(SFT_TASKS)})")
     if recipe.encoders.confidence_folds < 1:
         raise RecipeError(f"{source}: encoders.confidence_folds={recipe.encoders.confidence_folds} must be >= 1")
+    if recipe.encoders.confidence_scale not in ("probability", "rank"):
+        raise RecipeError(f"{source}: encoders.confidence_scale={recipe.encoders.confidence_scale!r} must be "
+                          "probability or rank")
     if recipe.calibrate.posthoc not in ("isotonic", "platt", "none"):
         raise RecipeError(f"{source}: calibrate.posthoc={recipe.calibrate.posthoc!r} must be isotonic, platt or none")
     if recipe.stage in ("grpo", "calibrate") and recipe.rewards == []:

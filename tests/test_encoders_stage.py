@@ -71,6 +71,25 @@ def test_training_clips_get_out_of_fold_confidence(emoworld, tmp_path, monkeypat
         _recipe(emoworld, tmp_path / "bad", "encoders.confidence_folds=0")
 
 
+def test_rank_scale_keeps_the_order_and_spreads_the_training_clips(emoworld, tmp_path):
+    from affectllm.data.manifest import select_clips
+    from affectllm.train import encoders
+
+    def confidences(name, *extra):
+        encoders.main(_recipe(emoworld, tmp_path / name, "encoders.confidence_folds=1", *extra))
+        return {r["id"]: r["confidence"] for _, r in read_jsonl(tmp_path / name / "confidence.jsonl")[0]}
+
+    prob, rank = confidences("prob"), confidences("rank", "encoders.confidence_scale=rank")
+    train = [c.id for c in select_clips(str(emoworld), "train", None, 0)]
+    assert all(0.05 <= v <= 0.95 for v in rank.values())
+    ordered = sorted(train, key=lambda i: prob[i])
+    assert [rank[i] for i in ordered] == sorted(rank[i] for i in ordered)  # same order as the probabilities
+    values = sorted(rank[i] for i in train)  # mid-ranks of the training clips: evenly spread over 0.05..0.95
+    assert values[0] < 0.2 and values[-1] > 0.8
+    with pytest.raises(RecipeError, match="confidence_scale"):
+        _recipe(emoworld, tmp_path / "bad", "encoders.confidence_scale=logit")
+
+
 def test_sft_targets_say_the_clip_confidence_of_the_file(emoworld, tmp_path):
     from affectllm.data.manifest import select_clips
     from affectllm.train.sft import sft_rows

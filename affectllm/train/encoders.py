@@ -281,6 +281,21 @@ def cross_fitted_confidence(recipe: Recipe, out: Path) -> dict[str, float]:
     return out_of_fold
 
 
+def rank_scale(values: dict[str, float], reference: list[float]) -> dict[str, float]:
+    """Each value's quantile among ``reference`` (mid-rank, ties averaged), mapped linearly to 0.05..0.95.
+
+    >>> rank_scale({"a": 0.2, "b": 0.9, "c": 0.5}, [0.2, 0.5, 0.9, 0.9])
+    {'a': 0.1625, 'b': 0.725, 'c': 0.3875}
+    """
+    ref = np.sort(np.asarray(reference, dtype=float))
+    out = {}
+    for key, v in values.items():
+        below, upto = np.searchsorted(ref, v, side="left"), np.searchsorted(ref, v, side="right")
+        q = (below + upto) / 2 / len(ref)
+        out[key] = round(0.05 + 0.9 * float(q), 4)
+    return out
+
+
 def finish(recipe: Recipe, out: Path, heads: TowerHeads, collator: TowerCollator,
            out_of_fold: dict[str, float] | None = None) -> dict[str, Any]:
     """Score the heads on ``eval.split`` and write ``confidence.jsonl`` for every clip of the manifest (a clip of
@@ -291,9 +306,11 @@ def finish(recipe: Recipe, out: Path, heads: TowerHeads, collator: TowerCollator
     collator.clips.update({c.id: c for c in every})
     pred = predict(heads, collator, every)
     oof = out_of_fold or {}
-    rows = [{"id": c.id, "confidence": round(oof.get(c.id, float(p)), 4)}
-            for c, p in zip(every, pred["emotion"].max(-1))]
-    write_jsonl(rows, out / "confidence.jsonl")
+    values = {c.id: oof.get(c.id, float(p)) for c, p in zip(every, pred["emotion"].max(-1))}
+    if recipe.encoders.confidence_scale == "rank":
+        train = [values[c.id] for c in every if c.split == recipe.data.split] or list(values.values())
+        values = rank_scale(values, train)
+    write_jsonl(({"id": k, "confidence": round(v, 4)} for k, v in values.items()), out / "confidence.jsonl")
     result: dict[str, Any] = {}
     if oof:
         in_sample = [float(p) for c, p in zip(every, pred["emotion"].max(-1)) if c.id in oof]
