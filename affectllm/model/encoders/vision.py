@@ -103,19 +103,17 @@ class VisionTower(Tower):
     def pool_frames(self, out: object) -> torch.Tensor:
         """A tower output over ``n`` frames -> ``[n, width]`` by the configured spatial pooling."""
         hidden = out.last_hidden_state  # [n, p, d]; CLIP: p = 1 + s*s (class token first), SigLIP: p = s*s
-        if self.conv:  # already a feature map [n, d, h, w]; cls and mean: a ResNet's pooled output is the mean
-            grid = hidden
-            if self.spatial != "grid":
-                return grid.mean(dim=(2, 3))
-        else:
-            if self.spatial == "cls":
-                return out.pooler_output if self.config.model_type.startswith("siglip") else hidden[:, 0]
-            patches = hidden[:, -self.side * self.side:]  # [n, s*s, d]
-            if self.spatial == "mean":
-                return patches.mean(dim=1)
-            n, _, d = patches.shape
-            grid = patches.transpose(1, 2).reshape(n, d, self.side, self.side)  # row-major patch order
-        n = len(grid)
+        if self.conv:  # [n, d, h, w] feature map
+            if self.spatial == "grid":
+                return F.adaptive_avg_pool2d(hidden, self.grid).flatten(2).transpose(1, 2).reshape(len(hidden), -1)
+            return hidden.mean(dim=(2, 3))  # cls and mean: a ResNet's pooled output is this mean
+        if self.spatial == "cls":
+            return out.pooler_output if self.config.model_type.startswith("siglip") else hidden[:, 0]
+        patches = hidden[:, -self.side * self.side:]  # [n, s*s, d]
+        if self.spatial == "mean":
+            return patches.mean(dim=1)
+        n, _, d = patches.shape
+        grid = patches.transpose(1, 2).reshape(n, d, self.side, self.side)  # row-major patch order
         cells = F.adaptive_avg_pool2d(grid, self.grid)  # [n, d, g, g]
         return cells.flatten(2).transpose(1, 2).reshape(n, -1)  # [n, g*g*d], cell-major
 
