@@ -84,6 +84,11 @@ class ModelConfig:
     projector_norm: list[str] | None = _opt(
         None, "modalities whose projector starts with a LayerNorm over the tower features; null: the preset's"
     )
+    readout: list[str] | None = _opt(
+        None,
+        "video/audio/face whose projector also reads the tower's stage 0 head outputs (AU, emotion, valence/arousal "
+        "probabilities) beside its features; null: the preset's (docs/model.md)",
+    )
     prefusion: bool | None = _opt(
         None, "attention pre-fusion of video and audio tokens before the LLM; null: the preset's"
     )

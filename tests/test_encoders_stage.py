@@ -31,9 +31,21 @@ def test_encoders_stage_trains_only_the_towers_and_writes_confidences(emoworld, 
     before, _ = build_model(recipe.model, seed=recipe.seed)
     result = run_recipe(recipe)
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "enc")
+    old = dict(before.named_parameters())
     changed = {n.split(".")[2] if n.startswith("model.encoders.") else n.split(".")[1]
-               for (n, a), b in zip(before.named_parameters(), after.parameters()) if not torch.equal(a, b)}
+               for n, b in after.named_parameters()
+               if not n.startswith("model.projectors.") and (n not in old or not torch.equal(old[n], b))}
     assert changed == {"video", "audio"}  # the demo world has no faces without the face tracker; LLM untouched
+    # each trained tower keeps its head as its readout, saved with it; the voice predicts no AUs
+    vocab = Vocab([c for c in __import__("affectllm.data.manifest", fromlist=["x"]).select_clips(
+        str(emoworld), "train", None, 0)])
+    video, audio = after.model.encoders["video"].readout, after.model.encoders["audio"].readout
+    assert video.aus == vocab.aus and video.emotions == vocab.emotions == audio.emotions and audio.aus == []
+    assert after.config.vision_config.readout_emotions == vocab.emotions
+    # the preset's projectors read the readout (rebuilt for its width); the face tower saw no gold: no readout
+    assert after.model.projectors["video"].extra_dim == video.width
+    assert after.model.projectors["audio"].extra_dim == audio.width
+    assert after.model.encoders["face"].readout is None and after.model.projectors["face"].extra_dim == 0
     rows, errors = read_jsonl(tmp_path / "enc" / "confidence.jsonl")
     rows = [r for _, r in rows]
     assert not errors and len(rows) == 12 and all(0.0 <= r["confidence"] <= 1.0 for r in rows)

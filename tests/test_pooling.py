@@ -140,3 +140,36 @@ def test_a_saved_model_with_resnet_towers_loads_with_the_llms_sdpa_kernel(tmp_pa
     processor.save_pretrained(tmp_path)
     again, _ = load_pretrained(tmp_path, attn_implementation="sdpa")
     assert again.model.encoders["video"].conv and again.model.encoders["video"].hidden_size == 16 * 64
+
+
+def test_a_readout_reaches_the_projector_and_is_saved_with_its_tower(tmp_path):
+    """A tower's stage 0 head (its readout) goes into the projector beside the pooled features where
+    ``model.readout`` names the modality; saved and loaded with the tower; dropped, the projector reads none."""
+    from transformers import AutoModelForCausalLM
+
+    model, processor = build_model(load_model_config(["preset=tiny"]))
+    inner = model.model.eval()
+    assert inner.config.readout == ["video", "audio", "face"] and inner.projectors["video"].extra_dim == 0
+    readout = inner.attach_readout("video", ["AU1", "AU4"], ["happy", "sad", "angry"])
+    assert readout.width == 2 + 3 + 2 and inner.projectors["video"].extra_dim == 7
+    feats = torch.randn(2, 8, inner.encoders["video"].hidden_size)
+    values = readout(feats)
+    assert torch.allclose(values[:, 2:5].sum(-1), torch.ones(2)) and bool((values[:, :2] > 0).all())
+    before = inner.project_media("video", feats)
+    with torch.no_grad():
+        readout.linear.bias.add_(1.0)  # the same features, another verdict
+    assert not torch.allclose(inner.project_media("video", feats), before)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert again.config.vision_config.readout_aus == ["AU1", "AU4"] and again.model.encoders["audio"].readout is None
+    assert torch.allclose(again.model.project_media("video", feats), inner.project_media("video", feats))
+    inner.drop_readout("video")
+    assert inner.encoders["video"].readout is None and inner.projectors["video"].extra_dim == 0
+    assert not hasattr(inner.config.vision_config, "readout_emotions")
+    # a modality not in model.readout keeps its tower's readout but its projector does not read it
+    plain, _ = build_model(load_model_config(["preset=tiny", "readout=[]"]))
+    plain.model.attach_readout("video", [], ["happy"])
+    assert plain.model.projectors["video"].extra_dim == 0 and plain.model.encoders["video"].readout is not None
+    with pytest.raises(RecipeError, match="model.readout"):
+        build_model(load_model_config(["preset=tiny", "readout=[au]"]))

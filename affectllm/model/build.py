@@ -50,6 +50,11 @@ TINY_VISION = dict(model_type="clip_vision_model", hidden_size=32, intermediate_
 # were better on EmoWorld (AU-F1 0.73 vs 0.64), but the tiny LLM read its 1,024-wide features worse in the same SFT
 # budget (EW-F 0.57 vs 0.71), so the preset keeps the CLIP-style tower.
 TINY_GRID = 2
+BUILTIN_TINY_RESNET = "builtin:tiny-resnet"
+# model.vision / model.face = builtin:tiny-resnet: a random two-stage transformers ResNet over 64 px frames (an 8x8
+# feature map of width 64; with spatial_grid 4 a 1,024-wide frame vector).
+TINY_RESNET = dict(model_type="resnet", embedding_size=32, hidden_sizes=[32, 64], depths=[1, 1], layer_type="basic",
+                   image_size=64)
 TINY_AUDIO_SECONDS = 4
 TINY_AUDIO = dict(model_type="whisper", d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
                   decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=80,
@@ -64,6 +69,7 @@ def tiny() -> ModelConfig:
                        au_feature_dim=AU_FEATURE_DIM, media_tokens={"video": 4, "audio": 4, "face": 4, "au": 4,
                                                                     "fusion": 1},
                        prefusion=True, projector_depth=2, projector_norm=["video", "audio", "face", "au"],
+                       readout=["video", "audio", "face"],
                        spatial_pooling={"video": DEFAULT_SPATIAL, "face": DEFAULT_SPATIAL}, spatial_grid=TINY_GRID)
 
 
@@ -167,8 +173,7 @@ def _add_tokens(tok: Any) -> None:
     tok.padding_side = "left"  # decoder-only generation pads on the left
 
 
-def _tiny_image_processor() -> CLIPImageProcessorPil:
-    size = TINY_VISION["image_size"]
+def _tiny_image_processor(size: int = TINY_VISION["image_size"]) -> CLIPImageProcessorPil:
     return CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
@@ -185,6 +190,10 @@ def _vision(spec: str | None, pooling: str, grid: int) -> tuple[VisionTower | No
             config = AutoConfig.for_model(**TINY_VISION)
             set_spatial_pooling(config, pooling, grid)
             return VisionTower(config), _tiny_image_processor()
+        if spec == BUILTIN_TINY_RESNET:
+            config = AutoConfig.for_model(**TINY_RESNET)
+            set_spatial_pooling(config, pooling, grid)
+            return VisionTower(config), _tiny_image_processor(TINY_RESNET["image_size"])
         return VisionTower.from_pretrained(spec, pooling, grid), AutoImageProcessor.from_pretrained(spec)
     except ValueError as err:
         raise RecipeError(f"model.spatial_pooling / model.spatial_grid ({spec}): {err}") from err
@@ -205,6 +214,9 @@ def build_model(cfg: ModelConfig | None = None, seed: int = 0) -> tuple[AffectLl
                                                                       AffectLlmProcessor]:
     """Build a fresh model and its processor (random-init projectors; pretrained parts loaded as named)."""
     r = resolve(cfg or ModelConfig())
+    bad = sorted(set(r.readout or []) - {"video", "audio", "face"})
+    if bad:
+        raise RecipeError(f"model.readout: {', '.join(bad)} has no tower with a readout; name video, audio or face")
     torch.manual_seed(seed)
     tok, llm = _tokenizer_and_llm(r.llm, r)
     spatial, grid = r.spatial_pooling or {}, r.spatial_grid or DEFAULT_GRID
@@ -222,6 +234,7 @@ def build_model(cfg: ModelConfig | None = None, seed: int = 0) -> tuple[AffectLl
         pooling=r.pooling or None,
         projector_depth=r.projector_depth or 2,
         projector_norm=r.projector_norm or [],
+        readout=r.readout or [],
         prefusion=bool(r.prefusion),
         media_token_ids={m: tok.convert_tokens_to_ids(t) for m, t in MEDIA_TOKENS.items()},
     )

@@ -32,6 +32,9 @@ class AffectLlmConfig(PreTrainedConfig):
         projector_depth: MLP depth of each projector (1 = linear).
         projector_norm: modalities whose projector starts with a LayerNorm over the tower's features (a saved config
             without the field has none, as before the field existed).
+        readout: modalities whose projector also reads the tower's readout (the stage 0 head's AU, emotion and
+            valence/arousal outputs, see ``encoders.tower.Readout``) where the tower has one; a saved config
+            without the field reads none.
         prefusion: add an AffectGPT-style pre-fusion block: learned queries attend over a clip's projected video
             and audio tokens and give `media_tokens["fusion"]` extra tokens (only for clips with both).
         media_token_ids: token id of each placeholder string in the tokenizer (set by the builder).
@@ -55,6 +58,7 @@ class AffectLlmConfig(PreTrainedConfig):
     projector_depth: int = 2
     projector_hidden_act: str = "gelu"
     projector_norm: list | None = None
+    readout: list | None = None
     prefusion: bool = False
     media_token_ids: dict | None = None
     tie_word_embeddings: bool = False
@@ -70,6 +74,7 @@ class AffectLlmConfig(PreTrainedConfig):
         self.pooling = {m: "mean" for m in MODALITIES} | (self.pooling or {})
         self.media_token_ids = dict(self.media_token_ids or {})
         self.projector_norm = list(self.projector_norm or [])
+        self.readout = list(self.readout or [])
         self.auto_map = dict(self.auto_map or {})
         # The LLM's own tying decides; the composite must not force it on or off.
         self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))

@@ -82,14 +82,44 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
             m: build_pooler(config.pooling[m], enc.hidden_size, config.media_tokens[m])
             for m, enc in self.encoders.items()
         })
-        self.projectors = nn.ModuleDict({
-            m: MlpProjector(enc.hidden_size, llm_dim, config.projector_depth, config.projector_hidden_act,
-                            norm=m in config.projector_norm)
-            for m, enc in self.encoders.items()
-        })
+        self.projectors = nn.ModuleDict({m: self._projector(m) for m in self.encoders})
         self.prefusion = PreFusion(llm_dim, config.media_tokens["fusion"]) if (
             "fusion" in config.enabled_modalities()) else None
         self.post_init()
+
+    def _projector(self, modality: str) -> MlpProjector:
+        """The projector of ``modality`` as the config and the tower say (the readout's width when it reads one)."""
+        enc, cfg = self.encoders[modality], self.config
+        return MlpProjector(enc.hidden_size, cfg.text_config.hidden_size, cfg.projector_depth,
+                            cfg.projector_hidden_act, norm=modality in cfg.projector_norm,
+                            extra_dim=self._readout_width(modality))
+
+    def _readout_width(self, modality: str) -> int:
+        """Width of the readout ``modality``'s projector reads: 0 unless it is in ``config.readout`` and its tower
+        has one (stage 0 gives it)."""
+        readout = getattr(self.encoders[modality], "readout", None)
+        return readout.width if readout is not None and modality in self.config.readout else 0
+
+    def attach_readout(self, modality: str, aus: list[str], emotions: list[str]) -> nn.Module:
+        """Give ``modality``'s tower a fresh readout over these labels (stage 0 trains it); when the modality is in
+        ``config.readout`` its projector is rebuilt (random) to read it. Returns the readout."""
+        readout = self.encoders[modality].set_readout(aus, emotions)
+        self._rebuild_projector(modality)
+        return readout
+
+    def drop_readout(self, modality: str) -> None:
+        """Remove ``modality``'s readout; its projector is rebuilt (random) without it where it read one."""
+        had = self._readout_width(modality)
+        self.encoders[modality].drop_readout()
+        if had:
+            self._rebuild_projector(modality)
+
+    def _rebuild_projector(self, modality: str) -> None:
+        if self.projectors[modality].extra_dim == self._readout_width(modality):
+            return
+        old = self.projectors[modality].net[0].weight
+        self.projectors[modality] = self._projector(modality).to(device=old.device, dtype=old.dtype)
+        self.projectors[modality].apply(self._init_weights)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -130,15 +160,17 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
         """Pool and project encoder output: ``[u, l, d]`` -> ``[u, k, D]`` (D = LLM hidden size).
 
         With ``lengths`` ``[u]`` each clip is pooled over its own valid frames only, so padding added for its
-        batch mates never reaches its tokens.
+        batch mates never reaches its tokens. A modality that reads its tower's readout (``config.readout``) gets
+        the readout's outputs beside every pooled token (see :class:`~affectllm.model.projector.MlpProjector`).
         """
-        pooler = self.poolers[modality]
-        features = features.to(self.projectors[modality].net[0].weight.dtype)
+        pooler, projector = self.poolers[modality], self.projectors[modality]
+        features = features.to(projector.net[0].weight.dtype)
         if lengths is None:
             pooled = pooler(features)
         else:
             pooled = torch.cat([pooler(f[None, :n]) for f, n in zip(features, lengths.tolist())])
-        return self.projectors[modality](pooled)
+        readout = self.encoders[modality].readout(features, lengths) if projector.extra_dim else None
+        return projector(pooled, readout)
 
     def _media_rows(self, modality: str, media: dict[str, Any]) -> torch.Tensor | None:
         """Projected features per placeholder run for one modality, ``[r, k, D]``, or None if none given."""

@@ -5,7 +5,9 @@ were one vector). This stage trains each tower (video, audio, face) directly: th
 time and small linear heads predict the gold the manifest has (gold AUs for the face-bearing towers, the primary
 emotion, valence and arousal). The towers are saved inside an otherwise untouched model, so SFT and GRPO start from
 ``init_from`` this stage with ``model.train_encoders: false`` and can read the towers' features from
-``data prep --cache-features``; the heads are dropped.
+``data prep --cache-features``. The heads are each tower's :class:`~affectllm.model.encoders.tower.Readout`,
+saved with it: where ``model.readout`` names the modality (the tiny preset: all), the projector reads the head's
+outputs beside the tower's features, so the LLM gets the towers' verdict as an input it can copy.
 
 It also writes ``confidence.jsonl`` (``{"id", "confidence"}`` per clip of the manifest): the heads' probability of
 their top emotion, the towers' own certainty about the clip. SFT writes it as the target confidence
@@ -89,10 +91,10 @@ class TowerHeads(nn.Module):
         self.modalities = [m for m in TOWERS if m in inner.encoders]
         if not self.modalities:
             raise ValueError("stage encoders: the model has no video, audio or face tower to warm-start")
-        width = len(vocab.aus) + len(vocab.emotions) + 2
-        self.heads = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(inner.encoders[m].hidden_size),
-                                                     nn.Linear(inner.encoders[m].hidden_size, width))
+        # Each tower gets a fresh readout (the voice predicts no AUs); it trains with the tower and is saved in it.
+        self.heads = nn.ModuleDict({m: inner.attach_readout(m, vocab.aus if m in AU_TOWERS else [], vocab.emotions)
                                     for m in self.modalities})
+        self.seen: set[str] = set()  # modalities some training batch had (a readout that saw no gold is dropped)
         for p in model.parameters():
             p.requires_grad = False
         for m in self.modalities:
@@ -100,7 +102,8 @@ class TowerHeads(nn.Module):
                 p.requires_grad = True
 
     def head_outputs(self, batch: dict[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per modality in the batch: (row indices ``[u]``, head output ``[u, A + E + 2]``)."""
+        """Per modality in the batch: (row indices ``[u]``, readout logits ``[u, A_m + E + 2]``; ``A_m`` is 0 for
+        the voice)."""
         inner = self.model.model
         out = {}
         for m in self.modalities:
@@ -109,24 +112,21 @@ class TowerHeads(nn.Module):
                 continue
             mask = batch.get(MASK_INPUT_NAMES.get(m, ""))
             feats = inner.encode_media(m, values, mask)  # [u, l, d]
-            lengths = inner.feature_lengths(m, mask)
-            if lengths is None:
-                pooled = feats.mean(dim=1)
-            else:
-                pooled = torch.stack([f[:n].mean(dim=0) for f, n in zip(feats, lengths.tolist())])
-            out[m] = (batch["rows"][m], self.heads[m](pooled))
+            out[m] = (batch["rows"][m], self.heads[m].logits(feats, inner.feature_lengths(m, mask)))
         return out
 
     def forward(self, **batch: Any) -> dict[str, torch.Tensor]:
         """The summed loss over towers: AU BCE (video/face), emotion cross-entropy, valence/arousal squared error."""
-        a, e = len(self.vocab.aus), len(self.vocab.emotions)
+        e = len(self.vocab.emotions)
         loss = torch.zeros(())
         for m, (rows, h) in self.head_outputs(batch).items():
+            self.seen.add(m)
+            a = len(self.heads[m].aus)
             emo = batch["emotion"][rows]
             if bool((emo >= 0).any()):
                 loss = loss + nn.functional.cross_entropy(h[:, a:a + e], emo, ignore_index=-100)
             known = batch["au_known"][rows]
-            if m in AU_TOWERS and a and bool(known.any()):
+            if a and bool(known.any()):
                 loss = loss + nn.functional.binary_cross_entropy_with_logits(h[known, :a], batch["au"][rows][known])
             va_known = batch["va_known"][rows]
             if bool(va_known.any()):
@@ -216,12 +216,13 @@ def predict(heads: TowerHeads, collator: TowerCollator, clips: list[Clip], batch
     for start in range(0, len(clips), batch_size):
         part = clips[start:start + batch_size]
         for m, (rows, h) in heads.head_outputs(collator([{"id": c.id} for c in part])).items():
+            am = len(heads.heads[m].aus)  # 0 for the voice
             idx = rows + start
-            logp[idx] += torch.log_softmax(h[:, a:a + e], dim=-1)
-            va[idx] += h[:, a + e:]
+            logp[idx] += torch.log_softmax(h[:, am:am + e], dim=-1)
+            va[idx] += h[:, am + e:]
             va_n[idx] += 1
-            if m in AU_TOWERS:
-                au[idx] += torch.sigmoid(h[:, :a])
+            if am:
+                au[idx] += torch.sigmoid(h[:, :am])
                 au_n[idx] += 1
     return {"emotion": torch.softmax(logp, dim=-1).numpy(), "au": (au / au_n).numpy(),
             "va": (va / va_n.clamp(min=1)).numpy()}
@@ -338,6 +339,9 @@ def main(recipe: Recipe) -> dict[str, Any]:
     if int(recipe.trainer.get("max_steps", -1)) != 0:
         trainer.train()
         plot_curves(out)
+    for m in sorted(set(heads.modalities) - heads.seen):
+        print(f"[encoders] no training clip has {m} input: its tower keeps no readout", flush=True)
+        model.model.drop_readout(m)
     save_final(model, processor, out)
     out_of_fold = cross_fitted_confidence(recipe, out) if int(recipe.trainer.get("max_steps", -1)) > 0 else {}
     return finish(recipe, out, heads, trainer.data_collator, out_of_fold)
