@@ -4,8 +4,8 @@
 2. stage 0 ``encoders``: warm-start the towers on the gold, then cache their features (``--cache-features``);
 3. stage 1 SFT, stage 2 GRPO, stage 3 calibration: the tiny recipes the package ships (``affectllm/recipes/tiny/``,
    read through :mod:`importlib.resources`; ``recipes/tiny/`` is a copy), chained by ``init_from``, towers frozen;
-4. every stage scored on the same held-out test clips (:data:`TEST_CLIPS`) with bootstrap 95% intervals, paired
-   intervals for stage 2 - stage 1, and the oracle and keyword baseline scored on those same clips;
+4. every stage scored on the same held-out test clips (the whole test split, :data:`TEST_CLIPS`) with bootstrap 95%
+   intervals, paired intervals for stage 2 - stage 1, and the oracle and keyword baseline scored on those clips;
 5. ``affectllm label`` on a few test clips and one ``affectllm chat`` question, through their main functions;
 6. ``report.md`` (table, plots, timings) and ``results.json``.
 
@@ -29,7 +29,9 @@ from typing import Any
 
 STAGES = ("encoders", "sft", "grpo", "calibrate")
 SCORED = ("sft", "grpo", "calibrate")
-TEST_CLIPS = 160
+# Every clip of the test split (360 of 2,400). Why not fewer: on 160 clips even a perfectly calibrated confidence
+# shows ECE 0.06-0.07 on average (10 equal-width bins, simulated), above the bar's 0.05; on 360, 0.04-0.05.
+TEST_CLIPS: int | None = None
 LABELED = 4
 CHAT_QUESTION = "Which emotions does the person feel, and which cues show it?"
 QUICK = {
@@ -158,7 +160,7 @@ def demo_main(out: str = "runs/demo", n: int = 2400, seed: int = 0, quick: bool 
           lambda: _prep(manifest, root / "features", n_threads, root / "encoders"))
     for stage, title in (("sft", "stage 1: SFT"), ("grpo", "stage 2: GRPO"), ("calibrate", "stage 3: calibration")):
         steps(stage, title, lambda stage=stage: _train(stage, root, manifest, quick))
-    scores = steps("scores", f"evaluation: every stage on the same {TEST_CLIPS} test clips",
+    scores = steps("scores", f"evaluation: every stage on the same {TEST_CLIPS or 'held-out'} test clips",
                    lambda: evaluate_stages(root, manifest, seed, 16 if quick else TEST_CLIPS, quick))
     usage = steps("use", f"affectllm label ({LABELED} test clips) and affectllm chat",
                   lambda: label_and_chat(root, manifest, seed, CHAT_QUESTION, LABELED))
@@ -213,7 +215,7 @@ def _references(manifest: Path, clips: list[Any]) -> dict[str, tuple[list[list[s
     return out
 
 
-def evaluate_stages(root: Path, manifest: Path, seed: int, n_test: int, quick: bool) -> dict[str, Any]:
+def evaluate_stages(root: Path, manifest: Path, seed: int, n_test: int | None, quick: bool) -> dict[str, Any]:
     """Every stage's model (calibration with its post-hoc map) and the references on the same test clips: metrics
     with bootstrap intervals, paired intervals of the stage-to-stage differences, the reliability diagram."""
     from .data.manifest import select_clips
