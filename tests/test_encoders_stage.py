@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from affectllm.config import RecipeError, load_recipe
+from affectllm.data.manifest import select_clips
 from affectllm.data.prompts import read_confidences, target_confidence
 from affectllm.jsonl import read_jsonl
 from affectllm.train.encoders import Vocab
@@ -37,8 +38,7 @@ def test_encoders_stage_trains_only_the_towers_and_writes_confidences(emoworld, 
                if not n.startswith("model.projectors.") and (n not in old or not torch.equal(old[n], b))}
     assert changed == {"video", "audio"}  # the demo world has no faces without the face tracker; LLM untouched
     # each trained tower keeps its head as its readout, saved with it; the voice predicts no AUs
-    vocab = Vocab([c for c in __import__("affectllm.data.manifest", fromlist=["x"]).select_clips(
-        str(emoworld), "train", None, 0)])
+    vocab = Vocab(select_clips(str(emoworld), "train", None, 0))
     video, audio = after.model.encoders["video"].readout, after.model.encoders["audio"].readout
     assert video.aus == vocab.aus and video.emotions == vocab.emotions == audio.emotions and audio.aus == []
     assert after.config.vision_config.readout_emotions == vocab.emotions
@@ -56,7 +56,6 @@ def test_encoders_stage_trains_only_the_towers_and_writes_confidences(emoworld, 
 def test_training_clips_get_out_of_fold_confidence(emoworld, tmp_path, monkeypatch):
     """Every training clip's confidence comes from towers trained on the other folds only (same start, fresh
     copies); held-out clips get the saved towers' value; one fold is in-sample."""
-    from affectllm.data.manifest import select_clips
     from affectllm.train import encoders
 
     trained_on: list[set[str]] = []
@@ -84,7 +83,6 @@ def test_training_clips_get_out_of_fold_confidence(emoworld, tmp_path, monkeypat
 
 
 def test_rank_scale_keeps_the_order_and_spreads_the_training_clips(emoworld, tmp_path):
-    from affectllm.data.manifest import select_clips
     from affectllm.train import encoders
 
     def confidences(name, *extra):
@@ -103,7 +101,6 @@ def test_rank_scale_keeps_the_order_and_spreads_the_training_clips(emoworld, tmp
 
 
 def test_sft_targets_say_the_clip_confidence_of_the_file(emoworld, tmp_path):
-    from affectllm.data.manifest import select_clips
     from affectllm.train.sft import sft_rows
 
     clips = select_clips(str(emoworld), "train")

@@ -173,3 +173,10 @@ def test_a_readout_reaches_the_projector_and_is_saved_with_its_tower(tmp_path):
     assert plain.model.projectors["video"].extra_dim == 0 and plain.model.encoders["video"].readout is not None
     with pytest.raises(RecipeError, match="model.readout"):
         build_model(load_model_config(["preset=tiny", "readout=[au]"]))
+
+
+def test_the_builtin_tiny_resnet_builds_without_a_saved_directory():
+    model, processor = build_model(load_model_config(["preset=tiny", "vision=builtin:tiny-resnet", "spatial_grid=4"]))
+    video = model.model.encoders["video"]
+    assert video.conv and video.hidden_size == 16 * 64 and processor.image_processor.size["shortest_edge"] == 64
+    assert model.model.encode_media("video", torch.randn(1, 2, 3, 64, 64)).shape == (1, 2, 16 * 64)
