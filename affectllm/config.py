@@ -176,6 +176,12 @@ class GrpoOptions:
         "rollouts run each clip's prompt through the LLM once and copy its KV cache to the G rows of its group "
         "(needs dedup_media; same completions as false, which prefills all G copies: a baseline for bench/grpo.py)",
     )
+    loss_tokens: str = _opt(
+        "all",
+        "completion tokens the policy loss covers: all, or confidence (only the tokens after </answer>; a row "
+        "whose answer never closes keeps all of them): calibration then trains the stated confidence and leaves "
+        "the answers it judges alone",
+    )
 
 
 @dataclass
@@ -393,6 +399,8 @@ def _validate(recipe: Recipe, source: str) -> None:
     if recipe.encoders.confidence_scale not in ("probability", "rank"):
         raise RecipeError(f"{source}: encoders.confidence_scale={recipe.encoders.confidence_scale!r} must be "
                           "probability or rank")
+    if recipe.grpo.loss_tokens not in ("all", "confidence"):
+        raise RecipeError(f"{source}: grpo.loss_tokens={recipe.grpo.loss_tokens!r} must be all or confidence")
     if recipe.calibrate.posthoc not in ("isotonic", "platt", "none"):
         raise RecipeError(f"{source}: calibrate.posthoc={recipe.calibrate.posthoc!r} must be isotonic, platt or none")
     if recipe.stage in ("grpo", "calibrate") and recipe.rewards == []:

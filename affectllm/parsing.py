@@ -206,6 +206,19 @@ def parse_completion(text: Any) -> Prediction:
     )
 
 
+def answer_end(text: str) -> int | None:
+    """The character offset just past the first ``</answer>`` of ``text`` (None when the answer is never closed):
+    where the confidence part of a completion starts.
+
+    >>> answer_end("<think>x</think><answer>sad</answer><confidence>0.7</confidence>")
+    36
+    >>> answer_end("<answer>sad") is None
+    True
+    """
+    found = _CLOSE["answer"].search(text)
+    return found.end() if found else None
+
+
 def _text_outside_tags(text: str, tag_spans: list[tuple[int, int]]) -> bool:
     """True when non-space text sits outside every ``<tag>…</tag>`` pair (between or around the blocks)."""
     depth, outside, pos = 0, [], 0

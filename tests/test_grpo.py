@@ -284,3 +284,46 @@ def test_a_kl_term_builds_the_reference_model_from_the_start_model(mixed, tmp_pa
     trainer.train()
     logged = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert any("kl" in row for row in logged)
+
+
+def test_confidence_token_mask_keeps_only_what_follows_the_answer(tiny):
+    tok = tiny[1].tokenizer
+    texts = ["<think>AU6.</think><answer>happy, glad</answer><confidence>0.7</confidence>",
+             "<think>AU4.</think><answer>sad",  # never closes its answer: every token stays in the loss
+             "<answer>calm</answer>"]  # nothing after the answer: no token left
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = max(map(len, rows)) + 2
+    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    keep = grpo.confidence_token_mask(ids, mask, tok)
+    kept = tok.decode([t for t, k, m in zip(ids[0].tolist(), keep[0].tolist(), mask[0].tolist()) if k and m])
+    assert kept == "<confidence>0.7</confidence>"
+    assert keep[0, :len(rows[0])].tolist().index(1) > 0
+    assert keep[1].tolist() == [1] * width
+    assert keep[2, :len(rows[2])].sum() == 0
+
+
+def test_loss_tokens_confidence_trains_through_trls_loss_mask(mixed, tmp_path):
+    recipe = grpo_recipe(mixed, tmp_path, "trainer.max_steps=1", "trainer.max_completion_length=12",
+                         "trainer.mask_truncated_completions=false", "grpo.loss_tokens=confidence")
+    recipe.rewards.append(RewardSpec(name="test_text_length", weight=1.0))
+    trainer = build(recipe, tmp_path)
+    batch = rollout(trainer)
+    text = "<answer>sad</answer><confidence>0.7</confidence>"
+    row = trainer.processing_class.tokenizer(text, add_special_tokens=False)["input_ids"]
+    batch["completion_ids"] = torch.tensor([row] * 4)
+    batch["completion_mask"] = torch.ones_like(batch["completion_ids"])
+    trainer._confidence_only(batch)
+    n_conf = int(batch["tool_mask"][0].sum())
+    assert 0 < n_conf < len(row)
+    assert int(batch["num_items_in_batch"]) == 4 * n_conf  # TRL's dapo normaliser counts the kept tokens only
+    trainer.train()  # and the option runs end to end through TRL's own loss path
+    logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("affect/loss_token_fraction" in r for r in logged)
+
+
+def test_loss_tokens_must_be_all_or_confidence(mixed, tmp_path):
+    from affectllm.config import RecipeError
+
+    with pytest.raises(RecipeError, match="grpo.loss_tokens"):
+        grpo_recipe(mixed, tmp_path, "grpo.loss_tokens=answer")

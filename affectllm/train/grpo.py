@@ -48,7 +48,7 @@ from ..data.prompts import QUESTIONS
 from ..inputs.collate import build_prompt_inputs, media_kwargs, present_modalities
 from ..inputs.store import ClipStore
 from ..model.generation import prefill_once_generation
-from ..parsing import completion_text, parse_completion
+from ..parsing import answer_end, completion_text, parse_completion
 from ..rewards import make_reward
 from ..rewards.common import check_columns, declared_columns, reward_columns
 from ..types import MODALITY_TABLE, Clip
@@ -177,6 +177,29 @@ class GroupMedia:
         return kwargs
 
 
+def confidence_token_mask(completion_ids: torch.Tensor, completion_mask: torch.Tensor, tokenizer: Any
+                          ) -> torch.Tensor:
+    """``[B, C]`` 1 on the completion tokens after ``</answer>`` (the confidence part), 0 before; a row whose
+    answer never closes keeps 1 everywhere, so a broken format still gets its (low) reward's gradient.
+
+    A token counts as after the answer when the text decoded up to and including it reaches past the end of
+    ``</answer>`` (byte-level tokens can straddle the tag: the one that completes it is not trained).
+    """
+    keep = torch.ones_like(completion_mask)
+    for row, (ids, mask) in enumerate(zip(completion_ids.tolist(), completion_mask.tolist(), strict=True)):
+        ids = [t for t, m in zip(ids, mask, strict=True) if m]
+        end = answer_end(tokenizer.decode(ids, skip_special_tokens=True))
+        if end is None:
+            continue
+        for j in range(len(ids)):
+            if len(tokenizer.decode(ids[:j + 1], skip_special_tokens=True)) > end:
+                keep[row, :j] = 0
+                break
+        else:
+            keep[row, :] = 0
+    return keep
+
+
 class AffectGRPOTrainer(GRPOTrainer):
     """GRPO over video, audio, face and AU inputs; see the module docstring for what is overridden and why.
 
@@ -192,8 +215,9 @@ class AffectGRPOTrainer(GRPOTrainer):
     """
 
     def __init__(self, *args: Any, clip_store: ClipStore, clips: Sequence[Clip], dedup_media: bool = True,
-                 prefill_once: bool = True, **kwargs: Any) -> None:
+                 prefill_once: bool = True, loss_tokens: str = "all", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.loss_tokens = loss_tokens
         self.clip_store = clip_store
         self.clips: dict[str, Clip] = {c.id: c for c in clips}
         self.dedup_media = dedup_media
@@ -230,7 +254,21 @@ class AffectGRPOTrainer(GRPOTrainer):
         finally:
             self._scoring = None
         output.update(media.columns())
+        if self.loss_tokens == "confidence":
+            self._confidence_only(output)
         return output
+
+    def _confidence_only(self, output: dict[str, Any]) -> None:
+        """Train only the confidence part (``grpo.loss_tokens: confidence``) through TRL's own loss mask for
+        tokens the policy did not write (``tool_mask``: the loss and its token count read it)."""
+        keep = confidence_token_mask(output["completion_ids"], output["completion_mask"],
+                                     self.processing_class.tokenizer)
+        keep = keep.to(output["completion_mask"].device)
+        output["tool_mask"] = keep if "tool_mask" not in output else output["tool_mask"] * keep
+        mask = output["completion_mask"] * output["tool_mask"]
+        output["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
+        self._metrics["train"]["affect/loss_token_fraction"].append(
+            (mask.sum() / output["completion_mask"].sum().clamp(min=1)).item())
 
     def _generate_single_turn(self, prompt_ids: list[list[int]], images: Any, multimodal_fields: dict[str, Any],
                               num_generations: int, has_tool_images: bool = False) -> tuple[list[list[int]], Any]:
@@ -410,7 +448,8 @@ def build_trainer(recipe: Recipe, model: Any, processor: Any, out: Path,
     model = trainable(model, recipe)
     trainer = trainer_cls(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
                           processing_class=processor, clip_store=store, clips=clips,
-                          dedup_media=recipe.grpo.dedup_media, prefill_once=recipe.grpo.prefill_once)
+                          dedup_media=recipe.grpo.dedup_media, prefill_once=recipe.grpo.prefill_once,
+                          loss_tokens=recipe.grpo.loss_tokens)
     trainer.add_callback(MetricsLogger(out))
     trainer.add_callback(NonFiniteGuard(recipe.max_bad_steps, trainer))
     return trainer
