@@ -189,3 +189,17 @@ def test_stage_options_is_gone_from_code_and_docs():
         *(ROOT / "recipes").rglob("*.yaml"),
     ]:
         assert "stage_options" not in path.read_text(), path
+
+
+def test_cpu_recipes_train_in_float32_unless_they_ask_for_bf16(tmp_path):
+    from affectllm.config import trainer_args
+
+    out = tmp_path / "never"
+    for stage in ("sft", "grpo"):
+        text = GOOD.replace("stage: grpo", f"stage: {stage}")
+        if stage == "sft":
+            text = text.replace("  num_generations: 4\n", "")
+        # TRL's own default is bf16 autocast, emulated (several times slower) on CPUs without bf16 units
+        assert trainer_args(load_recipe(write(tmp_path, text), ["trainer.use_cpu=true"]), out).bf16 is False
+        asked = load_recipe(write(tmp_path, text), ["trainer.use_cpu=true", "trainer.bf16=true"])
+        assert trainer_args(asked, out).bf16 is True
