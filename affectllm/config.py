@@ -432,7 +432,8 @@ def load_recipe(
         if path is not None:
             if not Path(path).is_file():
                 raise RecipeError(f"{source}: no such recipe file")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+            loaded = OmegaConf.load(path)
+            merged = OmegaConf.merge(_clear_replaced(merged, loaded), loaded)
         merged = _apply_overrides(merged, overrides, "override", "trainer.max_steps=3")
         recipe = OmegaConf.to_object(merged)
     except RecipeError:
@@ -455,13 +456,31 @@ def load_model_config(overrides: list[str] | None = None) -> ModelConfig:
     return OmegaConf.to_object(merged)
 
 
+REPLACED: tuple[str, ...] = ("sft.mix",)
+"""Mappings a recipe gives whole: its value replaces the default instead of merging into it key by key (a mix of
+``{brief: 0.7, single: 0.3}`` merged into the default would keep the default's ``describe: 0.5``). A dotted item
+(``sft.mix.brief=0.5``) still changes one key."""
+
+
+def _clear_replaced(merged: Any, given: Any, item_key: str | None = None) -> Any:
+    """``merged`` with every :data:`REPLACED` mapping that ``given`` sets whole emptied, so the merge takes
+    ``given``'s (an override item sets it whole only when its key is the mapping's own: ``item_key``)."""
+    for key in REPLACED:
+        if OmegaConf.select(given, key, default=None) is None or item_key not in (None, key):
+            continue
+        merged = OmegaConf.merge(merged)  # a copy: the caller's config stays as it was
+        OmegaConf.update(merged, key, {}, merge=False)
+    return merged
+
+
 def _apply_overrides(merged: Any, overrides: list[str] | None, label: str, example: str) -> Any:
     """Merge ``key=value`` items one by one so an error names the item that caused it."""
     for item in overrides or []:
         if "=" not in item:
             raise RecipeError(f"{label} {item!r}: expected key=value (e.g. {example})")
         try:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+            given = OmegaConf.from_dotlist([item])
+            merged = OmegaConf.merge(_clear_replaced(merged, given, item.split("=", 1)[0].strip()), given)
         except OmegaConfBaseException as err:
             raise RecipeError(f"{label} {item!r}: {_short(err)}") from err
     return merged

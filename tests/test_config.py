@@ -203,3 +203,14 @@ def test_cpu_recipes_train_in_float32_unless_they_ask_for_bf16(tmp_path):
         assert trainer_args(load_recipe(write(tmp_path, text), ["trainer.use_cpu=true"]), out).bf16 is False
         asked = load_recipe(write(tmp_path, text), ["trainer.use_cpu=true", "trainer.bf16=true"])
         assert trainer_args(asked, out).bf16 is True
+
+
+def test_a_recipes_sft_mix_replaces_the_default_mix(tmp_path):
+    # merged key by key, the tiny recipe's brief mix kept the default's describe 0.5 and au 0.1: 38% of its SFT rows
+    # were long captions it was never meant to train on
+    tiny = load_recipe(ROOT / "recipes/tiny/sft.yaml", ["trainer.use_cpu=true"])
+    assert tiny.sft.mix == {"brief": 0.7, "ov_labels": 0.15, "single": 0.15}
+    whole = load_recipe(ROOT / "recipes/tiny/sft.yaml", ["trainer.use_cpu=true", "sft.mix={single: 1.0}"])
+    assert whole.sft.mix == {"single": 1.0}
+    one_key = load_recipe(ROOT / "recipes/tiny/sft.yaml", ["trainer.use_cpu=true", "sft.mix.single=0.5"])
+    assert one_key.sft.mix == {"brief": 0.7, "ov_labels": 0.15, "single": 0.5}
