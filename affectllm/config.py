@@ -151,7 +151,7 @@ class SftOptions:
     mix: dict[str, float] = _new(
         lambda: {"describe": 0.5, "ov_labels": 0.25, "single": 0.15, "au": 0.1},
         "task -> weight: each clip's SFT example is one task drawn with these weights (seeded); "
-        f"tasks: {', '.join(SFT_TASKS)}",
+        f"tasks: {', '.join(SFT_TASKS)}; a recipe's mix replaces this one whole (sft.mix.<task>=w changes one)",
     )
     confidence: float = _opt(0.8, "the confidence written in SFT targets (0..1) of clips confidence_file lacks")
     confidence_file: str | None = _opt(
