@@ -29,6 +29,7 @@ an id -> :class:`~affectllm.types.Clip` index.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import logging
@@ -183,7 +184,8 @@ def confidence_token_mask(completion_ids: torch.Tensor, completion_mask: torch.T
     answer never closes keeps 1 everywhere, so a broken format still gets its (low) reward's gradient.
 
     A token counts as after the answer when the text decoded up to and including it reaches past the end of
-    ``</answer>`` (byte-level tokens can straddle the tag: the one that completes it is not trained).
+    ``</answer>``: a token that ends the tag is not trained, one that straddles its end is. The decoded prefix only
+    grows with the tokens, so the first such token is found by bisection (a few decodes a row, not one per token).
     """
     keep = torch.ones_like(completion_mask)
     for row, (ids, mask) in enumerate(zip(completion_ids.tolist(), completion_mask.tolist(), strict=True)):
@@ -191,12 +193,9 @@ def confidence_token_mask(completion_ids: torch.Tensor, completion_mask: torch.T
         end = answer_end(tokenizer.decode(ids, skip_special_tokens=True))
         if end is None:
             continue
-        for j in range(len(ids)):
-            if len(tokenizer.decode(ids[:j + 1], skip_special_tokens=True)) > end:
-                keep[row, :j] = 0
-                break
-        else:
-            keep[row, :] = 0
+        first = bisect.bisect_right(range(len(ids)), end,
+                                    key=lambda j: len(tokenizer.decode(ids[:j + 1], skip_special_tokens=True)))
+        keep[row, :first] = 0  # first == len(ids): nothing follows the answer, no token is trained
     return keep
 
 
