@@ -32,6 +32,10 @@ SCORED = ("sft", "grpo", "calibrate")
 # Every clip of the test split (360 of 2,400). Why not fewer: on 160 clips even a perfectly calibrated confidence
 # shows ECE 0.06-0.07 on average (10 equal-width bins, simulated), above the bar's 0.05; on 360, 0.04-0.05.
 TEST_CLIPS: int | None = None
+# Clips generated together when scoring: the tiny model's decode steps cost mostly per-step overhead, so greedy
+# answers for the 360 test clips took 11-13 s at 40 a batch and 30 s at 8 (the demo's SFT model, 2 threads; the
+# answers were identical). Reading the feature cache instead of running the tiny towers changed little there.
+SCORE_BATCH = 40
 LABELED = 4
 CHAT_QUESTION = "Which emotions does the person feel, and which cues show it?"
 QUICK = {
@@ -231,14 +235,17 @@ def evaluate_stages(root: Path, manifest: Path, seed: int, n_test: int | None, q
     recipe = load_tiny_recipe("calibrate", [f"data.manifest={manifest}"])
     judge = Correctness.from_recipe(recipe)  # the calibration reward's judgement of "right", for every stage
     clips = select_clips(str(manifest), "test", n_test, seed)
-    store = ClipStore(str(root / "prep"), num_frames=recipe.data.num_frames, cache_size=len(clips))
+    # the feature cache of the frozen warm-started towers (prep folder with --cache-features): scoring reads their
+    # outputs instead of running them on every clip of every stage
+    store = ClipStore(str(root / "features"), num_frames=recipe.data.num_frames, cache_size=len(clips))
     out: dict[str, Any] = {"n": len(clips), "stages": {}, "references": {}, "paired": {}}
     stats: dict[str, dict[str, Callable[[Any], Any]]] = {}
     curves: dict[str, tuple[list[float], list[bool]]] = {}
     for stage in SCORED:
         model, processor = load_pretrained(root / stage, device="cpu")
         conf_map = ConfidenceMap.load(root / stage) if stage == "calibrate" else None
-        preds = predict(model, processor, clips, store, question=QUESTIONS[recipe.task],
+        store.features_for(model, processor)  # checks the cache was made by this model's (frozen) towers
+        preds = predict(model, processor, clips, store, question=QUESTIONS[recipe.task], batch_size=SCORE_BATCH,
                         max_new_tokens=32 if quick else recipe.eval.max_new_tokens)
         write_jsonl(({"id": c.id, "labels": p.labels, "confidence": p.confidence, "aus": p.aus, "raw": p.raw}
                      for c, p in zip(clips, preds, strict=True)), root / "scores" / f"{stage}_predictions.jsonl")

@@ -110,6 +110,33 @@ def test_cached_features_give_the_same_loss_as_live_encoders(cached):
         p.requires_grad = False
 
 
+def test_generation_from_cached_features_matches_live_encoders(cached):
+    """Scoring reads the cache (the demo's evaluation): the same prompts, features in place of media, the same
+    greedy completions and first-step logits as running the towers."""
+    from affectllm.data.manifest import read_manifest
+    from affectllm.evaluation.runner import generate_completions
+    from affectllm.inputs.collate import build_prompt_inputs
+    from affectllm.inputs.store import ClipStore
+
+    model, processor = cached["model"], cached["processor"]
+    for p in model.model.encoders.parameters():
+        p.requires_grad = False
+    clips, _ = read_manifest(str(cached["manifest"]))
+    mods = model.config.enabled_modalities()
+    live_store, fast_store = ClipStore(str(cached["prep"])), ClipStore(str(cached["prep"]))
+    assert fast_store.features_for(model, processor)
+    live = build_prompt_inputs(processor, live_store, clips, ["How?"] * len(clips), mods, model=model).inputs
+    fast = build_prompt_inputs(processor, fast_store, clips, ["How?"] * len(clips), mods, model=model).inputs
+    assert "pixel_values_videos" in live and "video_features" not in live  # features_for not called: live towers
+    assert {"video_features", "audio_features"} <= set(fast) and "pixel_values_videos" not in fast
+    assert torch.equal(live["input_ids"], fast["input_ids"])
+    with torch.no_grad():
+        torch.testing.assert_close(model(**fast).logits[:, -1], model(**live).logits[:, -1], atol=1e-5, rtol=0)
+    kwargs = {"question": "How?", "batch_size": 4, "max_new_tokens": 6}
+    assert (generate_completions(model, processor, clips, fast_store, **kwargs)
+            == generate_completions(model, processor, clips, live_store, **kwargs))
+
+
 def test_a_stale_cache_is_refused_with_a_clear_message(cached):
     from affectllm.inputs.collate import SftCollator
     from affectllm.inputs.store import ClipStore

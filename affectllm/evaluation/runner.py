@@ -60,13 +60,16 @@ class Correctness:
 def generate_completions(model: Any, processor: Any, clips: Sequence[Clip], store: ClipStore,
                          question: str = QUESTIONS["describe"], batch_size: int = 8, max_new_tokens: int = 96,
                          do_sample: bool = False) -> list[str]:
-    """Greedy (default) completions for ``clips``, batched; the model is put in eval mode."""
+    """Greedy (default) completions for ``clips``, batched; the model is put in eval mode. Frozen towers read the
+    store's cached features when :meth:`ClipStore.features_for` accepted this model (the same outputs, without
+    running the towers)."""
     model.eval()
     allowed = model.config.enabled_modalities()
     out: list[str] = []
     for start in range(0, len(clips), batch_size):
         chunk = list(clips[start:start + batch_size])
-        inputs = build_prompt_inputs(processor, store, chunk, [question] * len(chunk), allowed).inputs.to(model.device)
+        inputs = build_prompt_inputs(processor, store, chunk, [question] * len(chunk), allowed,
+                                     model=model).inputs.to(model.device)
         ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample)
         out += processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     return out

@@ -56,9 +56,30 @@ class PromptBatch:
     inputs: Any = None
 
 
+def usable_features(store: ClipStore, model: Any, ids: Sequence[str], present: Sequence[Sequence[str]],
+                    modalities: Sequence[str]) -> dict[str, list[Any]]:
+    """The store's cached encoder features usable for a batch: ``{modality: per row [l, d] or None}`` for each
+    frozen tower of ``model`` (checked now, so a trainable policy applied later counts) whose every row with the
+    modality has them; empty unless :meth:`ClipStore.features_for` was called. Audio features of different lengths
+    (waveform encoders, whose live input is padded per batch) are left out: that batch encodes audio live."""
+    from .features import frozen_towers
+
+    feats = [store.features(i) for i in ids]
+    out = {}
+    for m in frozen_towers(model):
+        items = [f.get(m) if m in p else None for f, p in zip(feats, present)]
+        rows = [i for i, p in enumerate(present) if m in p]
+        if m not in modalities or not rows or any(items[i] is None for i in rows):
+            continue
+        if m == "audio" and len({items[i].shape for i in rows}) > 1:
+            continue
+        out[m] = items
+    return out
+
+
 def build_prompt_inputs(processor: Any, store: ClipStore, clips: Sequence[Clip], questions: Sequence[str],
                         modalities: Sequence[str], dedup: bool = True, process: bool = True,
-                        **processor_kwargs: Any) -> PromptBatch:
+                        model: Any = None, **processor_kwargs: Any) -> PromptBatch:
     """The one path from clips to model inputs (SFT, GRPO, evaluation and inference all use it): decode (or read
     from the prep folder), keep the modalities the model takes, build each prompt with the training prompts, and
     run the processor over the batch (``clip_ids`` when ``dedup``, so rows sharing a clip encode it once).
@@ -71,6 +92,8 @@ def build_prompt_inputs(processor: Any, store: ClipStore, clips: Sequence[Clip],
         modalities: the modalities the model takes (``model.config.enabled_modalities()``).
         dedup: pass ``clip_ids`` to the processor.
         process: run the processor (False: texts and media only, for callers that process themselves).
+        model: the model the inputs are for; with it, frozen towers whose features the store caches (after
+            :meth:`ClipStore.features_for`) get those features in place of raw media (:func:`usable_features`).
         processor_kwargs: passed to the processor (``padding=False``, ``encoder_features=...``).
     """
     if len(questions) != len(clips):
@@ -81,7 +104,10 @@ def build_prompt_inputs(processor: Any, store: ClipStore, clips: Sequence[Clip],
     batch = PromptBatch(texts=texts, present=present, decoded=decoded)
     if process:
         ids = [c.id for c in clips] if dedup else None
-        batch.inputs = processor(texts, clip_ids=ids, **media_kwargs(decoded, present), **processor_kwargs)
+        cached = usable_features(store, model, [c.id for c in clips], present, modalities) if model is not None else {}
+        raw = [[m for m in p if m not in cached] for p in present]
+        batch.inputs = processor(texts, clip_ids=ids, encoder_features=cached or None, **media_kwargs(decoded, raw),
+                                 **processor_kwargs)
     return batch
 
 
@@ -125,21 +151,7 @@ class SftCollator:
 
     def cached_media(self, ids: Sequence[str], present: Sequence[Sequence[str]]) -> dict[str, list[Any]]:
         """Cached features usable for this batch: ``{modality: per row [l, d] or None}`` (see the class)."""
-        if self.model is None:
-            return {}
-        from .features import frozen_towers
-
-        feats = [self.store.features(i) for i in ids]
-        out = {}
-        for m in frozen_towers(self.model):
-            items = [f.get(m) if m in p else None for f, p in zip(feats, present)]
-            rows = [i for i, p in enumerate(present) if m in p]
-            if m not in self.modalities or not rows or any(items[i] is None for i in rows):
-                continue
-            if m == "audio" and len({items[i].shape for i in rows}) > 1:
-                continue  # waveform encoders: lengths differ per clip, encode live
-            out[m] = items
-        return out
+        return usable_features(self.store, self.model, ids, present, self.modalities) if self.model is not None else {}
 
     def _process(self, prompts: list[str], ids: list[str], decoded: list[DecodedClip], present: list[list[str]],
                  cached: dict[str, list[Any]]) -> dict[str, Any]:
