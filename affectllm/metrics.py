@@ -204,6 +204,17 @@ def _au_set(aus: Labels) -> set[str]:
     return {a for a in (normalize_au(x) for x in aus) if a}
 
 
+def au_counts(pred: Labels, gold: Labels) -> tuple[int, int, int]:
+    """``(true positives, false positives, false negatives)`` of one sample's AU sets (codes normalised): the
+    micro AU-F1 of a set of samples is ``2 tp / (2 tp + fp + fn)`` over their sums.
+
+    >>> au_counts(["AU04", "AU12"], ["AU4", "AU6"])
+    (1, 1, 1)
+    """
+    p, g = _au_set(pred), _au_set(gold)
+    return len(p & g), len(p - g), len(g - p)
+
+
 def au_f1_sample(pred: Labels, gold: Labels) -> float | None:
     """F1 of one sample's AU sets (codes normalised: ``AU04`` == ``AU4``); None without gold AUs."""
     g, p = _au_set(gold), _au_set(pred)

@@ -130,3 +130,35 @@ def test_default_threads_leave_the_cores_other_jobs_use(monkeypatch):
         assert demo.set_threads(1) == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_resample_statistics_equal_the_metric_functions():
+    """The demo's bootstrap sums per-clip shares computed once: on any resample (repeats included) they equal
+    ew_scores / hit_rate / au_f1 run on those clips."""
+    import random
+
+    from affectllm.demo import _stats
+    from affectllm.metrics import au_f1, ew_scores, hit_rate
+    from affectllm.types import Clip
+
+    rng = random.Random(0)
+    words = ["happy", "sad", "angry", "surprised", "worried", "calm", "neutral", "glad", "nonsense"]
+    units = ["AU1", "AU02", "AU4", "AU6", "AU12", "AU15", "AU25", "AU26"]
+    clips = [Clip(id=str(i), labels=rng.sample(words, rng.randint(0, 3)), emotion=rng.choice(words[:6] + [None]),
+                  aus=rng.sample(units, rng.randint(0, 4)) if i % 5 else None) for i in range(60)]
+    labels = [rng.sample(words, rng.randint(0, 4)) for _ in clips]
+    aus = [rng.sample(units, rng.randint(0, 5)) for _ in clips]
+    stats = _stats(labels, aus, clips)
+    from affectllm.parsing import gold_labels
+
+    for _ in range(20):
+        idx = [rng.randrange(len(clips)) for _ in clips]
+        assert stats["ew_f"](idx) == pytest.approx(ew_scores([labels[i] for i in idx],
+                                                             [gold_labels(clips[i]) for i in idx])["f"], abs=1e-12)
+        with_emotion = [i for i in idx if clips[i].emotion]
+        assert stats["hit"](idx) == pytest.approx(hit_rate([labels[i] for i in with_emotion],
+                                                           [clips[i].emotion for i in with_emotion]), abs=1e-12)
+        with_aus = [i for i in idx if clips[i].aus]
+        assert stats["au_f1"](idx) == au_f1([aus[i] for i in with_aus], [clips[i].aus for i in with_aus])["micro"]
+    assert _stats(labels, aus, [Clip(id=c.id, labels=c.labels, emotion=c.emotion) for c in clips])["au_f1"](
+        range(len(clips))) is None
