@@ -191,7 +191,7 @@ def _stats(labels: list[list[str]], aus: list[list[str]], clips: list[Any]) -> d
     ew = [ew_sample(lab, gold_labels(c)) for lab, c in zip(labels, clips, strict=True)]
     hits = [hit_sample(lab, c.emotion) if c.emotion else None for lab, c in zip(labels, clips, strict=True)]
     counts = [au_counts(pred, c.aus) if c.aus else None for pred, c in zip(aus, clips, strict=True)]
-    wheels = len(next((e for e in ew), []))
+    wheels = len(ew[0]) if ew else 0
 
     def ew_f(idx: Any) -> float:
         fs = []

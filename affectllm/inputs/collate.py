@@ -94,7 +94,7 @@ def build_prompt_inputs(processor: Any, store: ClipStore, clips: Sequence[Clip],
         process: run the processor (False: texts and media only, for callers that process themselves).
         model: the model the inputs are for; with it, frozen towers whose features the store caches (after
             :meth:`ClipStore.features_for`) get those features in place of raw media (:func:`usable_features`).
-        processor_kwargs: passed to the processor (``padding=False``, ``encoder_features=...``).
+        processor_kwargs: passed to the processor (``padding=False``, ``return_tensors=None`` ...).
     """
     if len(questions) != len(clips):
         raise ValueError(f"{len(questions)} questions for {len(clips)} clips")
@@ -149,25 +149,13 @@ class SftCollator:
         self.pad = tok.pad_token_id
         self.model = model if model is not None and store.features_for(model, processor) else None
 
-    def cached_media(self, ids: Sequence[str], present: Sequence[Sequence[str]]) -> dict[str, list[Any]]:
-        """Cached features usable for this batch: ``{modality: per row [l, d] or None}`` (see the class)."""
-        return usable_features(self.store, self.model, ids, present, self.modalities) if self.model is not None else {}
-
-    def _process(self, prompts: list[str], ids: list[str], decoded: list[DecodedClip], present: list[list[str]],
-                 cached: dict[str, list[Any]]) -> dict[str, Any]:
-        """Processor output (unpadded ``input_ids`` per row, media tensors; cached towers as features)."""
-        raw = [[m for m in p if m not in cached] for p in present]
-        return dict(self.processor(prompts, clip_ids=ids, padding=False, return_tensors=None,
-                                   encoder_features=cached or None, **media_kwargs(decoded, raw)))
-
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         clips = [row_to_clip(r["clip"], "") if isinstance(r["clip"], dict) else r["clip"] for r in rows]
-        built = build_prompt_inputs(self.processor, self.store, clips, [r["question"] for r in rows], self.modalities,
-                                    process=False)
-        ids = [c.id for c in clips]
-        enc = self._process(built.texts, ids, built.decoded, built.present, self.cached_media(ids, built.present))
+        # unpadded input_ids per row (padded below, after the target is joined); cached towers as features
+        enc = dict(build_prompt_inputs(self.processor, self.store, clips, [r["question"] for r in rows],
+                                       self.modalities, model=self.model, padding=False, return_tensors=None).inputs)
         tok = self.processor.tokenizer
         seqs, labels = [], []
         for prompt_ids, row in zip(enc["input_ids"], rows):
