@@ -84,6 +84,7 @@ def _add_prep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help=f"do not {h['progress']}")
     p.add_argument("--cache-features", action="store_true", help=h["cache_features"])
     p.add_argument("--model", default=d.model, help=h["model"])
+    p.add_argument("--arrays-from", metavar="DIR", default=d.arrays_from, help=h["arrays_from"])
     _add_allow_root(p)
 
 
@@ -299,11 +300,29 @@ def user_errors() -> tuple[type[BaseException], ...]:
             FaceBackendError, JobMismatchError, FileNotFoundError, UserError)
 
 
+def _exit_launched_rank(code: int) -> None:
+    """End a rank of a multi-process launch (``WORLD_SIZE`` > 1) with ``os._exit`` once its work is flushed.
+
+    The process group is gone by then (:func:`affectllm.train.run.train_main`); what is left is the interpreter's
+    teardown of C++ libraries (gloo, DeepSpeed ops), where a rank once aborted ("terminate called without an active
+    exception") after a complete run, and the launcher then reported the whole job failed.
+    """
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        if args.func is _train and argv is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            _exit_launched_rank(code)
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

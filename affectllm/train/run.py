@@ -38,9 +38,24 @@ def train_main(recipe_path: str, overrides: list[str] | None = None) -> int:
     )
     try:
         run_recipe(recipe)
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+    except BaseException:
+        _leave_process_group(together=False)  # a failed rank must not wait for peers that may never come
+        raise
+    _leave_process_group(together=True)
     return 0
+
+
+def _leave_process_group(together: bool) -> None:
+    """Destroy the launcher's process group, after a barrier when ``together``.
+
+    Rank 0 still writes and plots after the other ranks have passed the stage's last barrier; a rank that tore its
+    connections down and exited during that window once aborted at exit in CI ("terminate called without an active
+    exception", SIGABRT), failing a job whose model was already saved. Leaving together closes the window.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if together:
+        dist.barrier()
+    dist.destroy_process_group()
