@@ -101,11 +101,12 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _prep(manifest: Path, out: Path, workers: int, model: Path | None = None) -> dict[str, Any]:
+def _prep(manifest: Path, out: Path, workers: int, model: Path | None = None,
+          arrays_from: Path | None = None) -> dict[str, Any]:
     from .inputs.prep import PrepConfig, prep_main
 
     config = PrepConfig(workers=workers, faces=False, cache_features=model is not None,
-                        model=str(model) if model else None)
+                        model=str(model) if model else None, arrays_from=str(arrays_from) if arrays_from else None)
     if prep_main(str(manifest), str(out), config) != 0:
         raise RuntimeError(f"data prep into {out} failed; see {out / 'prep.jsonl'} for the rows' errors")
     return {"out": str(out)}
@@ -160,8 +161,8 @@ def demo_main(out: str = "runs/demo", n: int = 2400, seed: int = 0, quick: bool 
     steps("prep", "data prep: frames and audio per clip", lambda: _prep(manifest, root / "prep", n_threads))
     heads = steps("encoders", "stage 0: encoder warm-start on the gold", lambda: _train("encoders", root, manifest,
                                                                                          quick))
-    steps("features", "data prep --cache-features (warm-started towers)",
-          lambda: _prep(manifest, root / "features", n_threads, root / "encoders"))
+    steps("features", "data prep --cache-features --arrays-from prep (warm-started towers)",
+          lambda: _prep(manifest, root / "features", n_threads, root / "encoders", arrays_from=root / "prep"))
     for stage, title in (("sft", "stage 1: SFT"), ("grpo", "stage 2: GRPO"), ("calibrate", "stage 3: calibration")):
         steps(stage, title, lambda stage=stage: _train(stage, root, manifest, quick))
     scores = steps("scores", f"evaluation: every stage on the same {TEST_CLIPS or 'held-out'} test clips",

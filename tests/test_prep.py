@@ -118,6 +118,38 @@ def test_feature_hook_caches_per_clip(media: Path, tmp_path: Path) -> None:
     assert prep_main(str(manifest), str(tmp_path / "out2"), config) == 2
 
 
+def test_arrays_from_reuses_an_earlier_prep_without_decoding(media: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """--arrays-from: the clips an earlier folder prepared are linked and featurized, never decoded again; the rest
+    (a clip it failed, a clip it lacks) go through the decoder as usual."""
+    import affectllm.media.pipeline as pipeline
+
+    rows = [{"id": "p", "video": str(media / "plain.mp4")}, {"id": "bad", "video": str(media / "bad.mp4")}]
+    manifest = _manifest(tmp_path / "m.jsonl", rows)
+    assert prep_main(str(manifest), str(tmp_path / "prep"), NO_FACES) == 1  # "bad" fails
+    direct = tmp_path / "direct"
+    assert prep_main(str(manifest), str(direct), NO_FACES, feature_fn=mean_frame) == 1
+    decoded: list[str] = []
+    real = pipeline.analyze_clip
+    monkeypatch.setattr(pipeline, "analyze_clip", lambda clip, *a, **k: decoded.append(clip.id) or real(clip, *a, **k))
+    more = _manifest(tmp_path / "m2.jsonl", [*rows, {"id": "q", "video": str(media / "plain.mp4")}])
+    config = PrepConfig(progress=False, faces=False, arrays_from=str(tmp_path / "prep"))
+    assert prep_main(str(more), str(tmp_path / "feat"), config, feature_fn=mean_frame) == 1
+    assert sorted(decoded) == ["bad", "q"], "only clips the earlier folder lacks (or failed) are decoded"
+    got, want = ({r["id"]: r for r in _rows(d)} for d in (tmp_path / "feat", direct))
+    for key in ("frames", "audio", "backend", "arrays", "features", "error"):
+        assert got["p"][key] == want["p"][key], key
+    assert os.path.samefile(tmp_path / "feat" / got["p"]["arrays"], tmp_path / "prep" / got["p"]["arrays"])
+    with np.load(tmp_path / "feat" / got["p"]["features"]) as a, np.load(direct / want["p"]["features"]) as b:
+        np.testing.assert_array_equal(a["mean_frame"], b["mean_frame"])
+    assert got["q"]["features"] and got["bad"]["error"]
+    capsys.readouterr()
+    assert prep_main(str(more), str(tmp_path / "x"), PrepConfig(progress=False, arrays_from=str(tmp_path))) == 2
+    assert "no prep.jsonl there" in capsys.readouterr().err
+    same = PrepConfig(progress=False, faces=False, arrays_from=str(tmp_path / "feat"))
+    assert prep_main(str(more), str(tmp_path / "feat"), same) == 2
+    assert "is the output folder" in capsys.readouterr().err
+
+
 def test_missing_manifest_and_busy_folder(tmp_path: Path) -> None:
     assert prep_main(str(tmp_path / "none.jsonl"), str(tmp_path / "out"), QUIET) == 2
     manifest = _manifest(tmp_path / "m.jsonl", [])
@@ -178,6 +210,10 @@ def test_cli_arguments_reach_prep(media: Path, tmp_path: Path) -> None:
     assert row["frames"] == 4 and row["backend"] == "pyav"
     with np.load(tmp_path / "o" / row["arrays"]) as z:
         assert z["frames"].shape == (4, 32, 48, 3)
+    again = ["data", "prep", str(manifest), "--out", str(tmp_path / "o2"), "--no-faces", "--no-progress",
+             "--arrays-from", str(tmp_path / "o"), "--allow-root", str(media)]
+    assert main(again) == 0  # the earlier folder's 4 frames at 48 px stand (its options, not the defaults)
+    assert _rows(tmp_path / "o2")[0]["frames"] == 4
 
 
 def test_cli_defaults_are_the_prep_config_defaults() -> None:

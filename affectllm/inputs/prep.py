@@ -10,6 +10,10 @@ Writes ``DIR/prep.jsonl``, one row per manifest id::
 ``face_found`` [t] bool, ``landmarks`` [t, 478, 3], ``au_intensities`` [t, 11], ``au_features``
 [t, FEATURE_DIM] and ``audio`` [n] float32 at ``sample_rate`` (keys absent when the clip lacks the modality).
 
+With ``arrays_from`` (``--arrays-from DIR``), clips an earlier prep folder of the same manifest holds are not
+decoded again: their arrays are hard-linked into ``arrays/`` and their row copies the earlier one's fields, so adding
+``--cache-features`` to a finished prep costs only the encoders (the demo's feature step).
+
 Reliability: rows are appended with flush + fsync; arrays are written to a temporary file and renamed into place
 (a row never points at a half-written file); a rerun skips ids already in ``prep.jsonl`` (``retry_errors`` redoes
 the failed ones) and cuts off a torn last line left by a kill; a per-item failure becomes that item's ``error``
@@ -29,6 +33,7 @@ import logging
 import multiprocessing as mp
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -79,6 +84,10 @@ class PrepConfig:
     retry_errors: bool = field(default=False, metadata=_help("redo ids whose earlier row failed"))
     progress: bool = field(default=True, metadata=_help("show a progress bar"))
     cache_features: bool = field(default=False, metadata=_help("also cache encoder features per clip (needs model)"))
+    arrays_from: str | None = field(default=None, metadata=_help(
+        "an earlier data prep folder of the same manifest: each clip it prepared is read from its arrays (linked "
+        "into --out, not decoded again; its decode and face options stand), e.g. to add --cache-features to a "
+        "prep already made"))
     model: str | None = field(default=None, metadata=_help(
         "with cache_features: the saved affectllm model directory whose frozen encoders make the features (the "
         "model you will train; its encoder fingerprint is checked at training)"))
@@ -100,6 +109,9 @@ class PrepSettings:
     faces: bool = True
     face_size: int = 112
     feature_fn: FeatureFn | None = None
+    arrays_from: str | None = None
+    reuse: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``arrays_from``'s rows with arrays, by id."""
 
 
 def safe_name(clip_id: str) -> str:
@@ -173,6 +185,10 @@ def process_clip(clip: Clip, settings: PrepSettings) -> dict[str, Any]:
     start = time.perf_counter()
     row = _row(clip.id)
     try:
+        if clip.id in settings.reuse:
+            _reuse_arrays(clip, settings, row)
+            row["seconds"] = round(time.perf_counter() - start, 3)
+            return row
         analysis = analyze_clip(clip, settings.decode, _analyzer(settings))
         d = analysis.decoded
         row.update(frames=0 if d.frames is None else len(d.frames), audio=d.audio is not None,
@@ -198,6 +214,62 @@ def process_clip(clip: Clip, settings: PrepSettings) -> dict[str, Any]:
         row["error"] = f"{type(e).__name__}: {e} (while preparing {clip.video or clip.audio})"
     row["seconds"] = round(time.perf_counter() - start, 3)
     return row
+
+
+REUSED_FIELDS = ("frames", "faces_found", "aus_estimated", "audio", "backend", "au_baseline", "warnings")
+"""What a row made with ``arrays_from`` copies from the earlier folder's row."""
+
+
+def _link(src: Path, dst: Path) -> None:
+    """``dst`` becomes the same file as ``src`` (a hard link; a copy across file systems), replaced atomically."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _reuse_arrays(clip: Clip, settings: PrepSettings, row: dict[str, Any]) -> None:
+    """Fill ``row`` from the clip's arrays in ``settings.arrays_from`` (linked into this folder, features made from
+    them) instead of decoding its media again."""
+    from .store import read_arrays
+
+    old = settings.reuse[clip.id]
+    src = Path(str(settings.arrays_from), old["arrays"])
+    decoded = read_arrays(src, clip)  # a damaged file raises: the row's error, as a failed decode would be
+    name = safe_name(clip.id)
+    _link(src, Path(settings.out, "arrays", f"{name}.npz"))
+    row.update({k: old[k] for k in REUSED_FIELDS if k in old}, arrays=f"arrays/{name}.npz")
+    if settings.feature_fn is not None:
+        _atomic_savez(Path(settings.out, "features", f"{name}.npz"), settings.feature_fn(decoded))
+        row["features"] = f"features/{name}.npz"
+
+
+def _reusable(folder: str, out: str) -> dict[str, dict[str, Any]]:
+    """The rows of an earlier prep folder whose arrays can be reused, by id.
+
+    Raises:
+        FileNotFoundError: the folder has no ``prep.jsonl``.
+        ValueError: it is ``out`` itself.
+    """
+    if Path(folder).resolve() == Path(out).resolve():
+        raise ValueError(f"--arrays-from {folder} is the output folder; name another prep folder (or omit it: a "
+                         "rerun into the same folder already skips the clips it has)")
+    path = Path(folder, PREP_FILE)
+    if not path.is_file():
+        raise FileNotFoundError(f"--arrays-from {folder}: no {PREP_FILE} there; run `affectllm data prep MANIFEST "
+                                f"--out {folder}` first or drop --arrays-from")
+    rows = {}
+    for number, row, error in iter_jsonl(path):
+        if error is not None:
+            log.warning("%s:%d: %s; that clip is decoded again", path, number, error.message)
+        elif isinstance(row, dict) and row.get("arrays") and not row.get("error"):
+            rows[str(row["id"])] = row
+    return rows
 
 
 def load_done(path: Path, drop_errors: bool = False) -> dict[str, dict[str, Any]]:
@@ -361,8 +433,13 @@ def prep_main(manifest: str, out: str, config: PrepConfig | None = None, feature
         except FaceBackendError as e:
             print(f"error: {e} (or run with --no-faces)", file=sys.stderr)
             return 2
+    try:
+        reuse = _reusable(config.arrays_from, out) if config.arrays_from else {}
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     settings = PrepSettings(out=out, decode=config.decode_config(), faces=config.faces, face_size=config.face_size,
-                            feature_fn=feature_fn)
+                            feature_fn=feature_fn, arrays_from=config.arrays_from, reuse=reuse)
     outdir = Path(out)
     (outdir / "arrays").mkdir(parents=True, exist_ok=True)
     if feature_fn is not None:

@@ -16,6 +16,30 @@ from ..types import Clip, DecodedClip
 log = logging.getLogger(__name__)
 
 
+UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+"""What reading a damaged or missing ``arrays/<id>.npz`` raises."""
+
+
+def read_arrays(path: Path, clip: Clip) -> DecodedClip:
+    """The decoded media ``data prep`` saved for ``clip`` in one ``arrays/<id>.npz``, as training reads them: face
+    crops and AU features only where a face was found, the transcript from the manifest row.
+
+    Raises:
+        One of :data:`UNREADABLE` when the file is missing or damaged.
+    """
+    with np.load(path) as z:
+        found = z["face_found"] if "face_found" in z else None
+        has_face = found is not None and bool(np.any(found))
+        return DecodedClip(
+            id=clip.id, frames=z["frames"] if "frames" in z else None,
+            audio=z["audio"] if "audio" in z else None,
+            sample_rate=int(z["sample_rate"]) if "sample_rate" in z else 16000,
+            faces=z["faces"] if has_face and "faces" in z else None,
+            au_features=z["au_features"] if has_face and "au_features" in z else None,
+            frame_times=z["frame_times"] if "frame_times" in z else None,
+            transcript=clip.transcript)
+
+
 class ClipStore:
     """Decoded media per clip id: read from a ``data prep`` folder when it has the clip, decoded live otherwise.
 
@@ -115,16 +139,8 @@ class ClipStore:
         """The clip's arrays from the prep folder; None (logged) when the file is damaged or gone."""
         path = self.prep_dir / row["arrays"]
         try:
-            with np.load(path) as z:
-                found = z["face_found"] if "face_found" in z else None
-                has_face = found is not None and bool(np.any(found))
-                return DecodedClip(
-                    id=clip.id, frames=z["frames"] if "frames" in z else None,
-                    audio=z["audio"] if "audio" in z else None,
-                    faces=z["faces"] if has_face and "faces" in z else None,
-                    au_features=z["au_features"] if has_face and "au_features" in z else None,
-                    transcript=clip.transcript)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            return read_arrays(path, clip)
+        except UNREADABLE as err:
             log.warning("clip %s: %s is unreadable (%s: %s); decoding the clip live instead (delete its row from "
                         "prep.jsonl and run data prep again to repair the folder)", clip.id, path, type(err).__name__,
                         err)
