@@ -1,7 +1,8 @@
 """`affectllm demo`: the whole job on EmoWorld with the tiny preset, on CPU, each step reused when already done.
 
 1. synthesize EmoWorld (default preset: 2,400 clips, seed 0) and ``data prep`` it (frames + audio, no faces);
-2. stage 0 ``encoders``: warm-start the towers on the gold, then cache their features (``--cache-features``);
+2. stage 0 ``encoders``: warm-start the towers on the gold, then cache their features (``--cache-features``,
+   reading step 1's arrays with ``--arrays-from`` instead of decoding every clip again);
 3. stage 1 SFT, stage 2 GRPO, stage 3 calibration: the tiny recipes the package ships (``affectllm/recipes/tiny/``,
    read through :mod:`importlib.resources`; ``recipes/tiny/`` is a copy), chained by ``init_from``, towers frozen;
 4. every stage scored on the same held-out test clips (the whole test split, :data:`TEST_CLIPS`) with bootstrap 95%

@@ -240,7 +240,9 @@ def _reuse_arrays(clip: Clip, settings: PrepSettings, row: dict[str, Any]) -> No
 
     old = settings.reuse[clip.id]
     src = Path(str(settings.arrays_from), old["arrays"])
-    decoded = read_arrays(src, clip)  # a damaged file raises: the row's error, as a failed decode would be
+    # read even without features: a damaged file becomes this row's error (as a failed decode would) instead of
+    # being linked in and found unreadable only at training
+    decoded = read_arrays(src, clip)
     name = safe_name(clip.id)
     _link(src, Path(settings.out, "arrays", f"{name}.npz"))
     row.update({k: old[k] for k in REUSED_FIELDS if k in old}, arrays=f"arrays/{name}.npz")
