@@ -191,6 +191,8 @@ class CalibrateOptions:
     posthoc: str = _opt("isotonic", "post-hoc map fitted after the GRPO part: isotonic, platt or none")
     posthoc_split: str = _opt("val", "split the post-hoc map is fitted on (never the evaluation split)")
     posthoc_samples: int | None = _opt(128, "clips of posthoc_split used for the fit (null: all)")
+    posthoc_input: str = _opt("stated", "what the map reads: stated (the confidence the LLM wrote) or evidence "
+                              "(the answer's probability under the towers' readouts and a transcript readout)")
 
 
 @dataclass
@@ -407,6 +409,9 @@ def _validate(recipe: Recipe, source: str) -> None:
         raise RecipeError(f"{source}: grpo.loss_tokens={recipe.grpo.loss_tokens!r} must be all or confidence")
     if recipe.calibrate.posthoc not in ("isotonic", "platt", "none"):
         raise RecipeError(f"{source}: calibrate.posthoc={recipe.calibrate.posthoc!r} must be isotonic, platt or none")
+    if recipe.calibrate.posthoc_input not in ("stated", "evidence"):
+        raise RecipeError(f"{source}: calibrate.posthoc_input={recipe.calibrate.posthoc_input!r} must be stated or "
+                          "evidence")
     if recipe.stage in ("grpo", "calibrate") and recipe.rewards == []:
         raise RecipeError(f"{source}: stage {recipe.stage} needs at least one entry under rewards:")
 

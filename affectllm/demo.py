@@ -252,6 +252,7 @@ def evaluate_stages(root: Path, manifest: Path, seed: int, n_test: int | None, q
     from .data.manifest import select_clips
     from .data.prompts import QUESTIONS
     from .evaluation.bootstrap import bootstrap, paired_bootstrap
+    from .evaluation.evidence import Evidence
     from .evaluation.posthoc import ConfidenceMap
     from .evaluation.report import reliability_plot
     from .evaluation.runner import Correctness, calibration_metrics, confidence_pairs, predict, score
@@ -274,17 +275,32 @@ def evaluate_stages(root: Path, manifest: Path, seed: int, n_test: int | None, q
         store.features_for(model, processor)  # checks the cache was made by this model's (frozen) towers
         preds = predict(model, processor, clips, store, question=QUESTIONS[recipe.task], batch_size=SCORE_BATCH,
                         max_new_tokens=32 if quick else recipe.eval.max_new_tokens)
-        write_jsonl(({"id": c.id, "labels": p.labels, "confidence": p.confidence, "aus": p.aus, "raw": p.raw}
-                     for c, p in zip(clips, preds, strict=True)), root / "scores" / f"{stage}_predictions.jsonl")
-        result = score(preds, clips, judge, conf_map)
+        evidence = None
+        if conf_map is not None and conf_map.reads_evidence:  # the map reads each answer's evidence
+            model_evidence = Evidence.load(root / stage)
+            if model_evidence is None:
+                raise FileNotFoundError(f"{root / stage}: calibration.json reads the evidence but evidence.json is "
+                                        "missing: rerun the calibration step (affectllm demo --fresh)")
+            post = model_evidence.posteriors(model, processor, store, clips)
+            evidence = [model_evidence.probability(p.labels, lp, judge) for p, lp in zip(preds, post, strict=True)]
+        write_jsonl(({"id": c.id, "labels": p.labels, "confidence": p.confidence, "aus": p.aus, "raw": p.raw,
+                      **({} if evidence is None else {"evidence": round(evidence[i], 4)})}
+                     for i, (c, p) in enumerate(zip(clips, preds, strict=True))),
+                    root / "scores" / f"{stage}_predictions.jsonl")
+        result = score(preds, clips, judge, conf_map, evidence)
         stats[stage] = _stats([p.labels for p in preds], [p.aus for p in preds], clips)
-        pairs = confidence_pairs(preds, clips, judge, conf_map)
+        pairs = confidence_pairs(preds, clips, judge, conf_map, evidence)
+        if conf_map is not None:  # the number the LLM wrote, before the map (and its evidence, if it reads that)
+            curves[f"{stage} (stated)"] = confidence_pairs(preds, clips, judge)
         curves[stage + (" + post-hoc map" if conf_map else "")] = pairs
         calib = {k: bootstrap(lambda idx, k=k, c=pairs: calibration_metrics([c[0][i] for i in idx],
                                                                              [c[1][i] for i in idx])[k],
                               len(pairs[0]), seed=seed).as_dict(4) for k in ("ece", "auroc")}
         out["stages"][stage] = {**_intervals(stats[stage], len(clips), seed), **calib,
                                 "format_ok": result["format_ok"], "mean_labels": result["mean_labels"]}
+        if conf_map is not None:
+            out["stages"][stage].update(confidence_input=conf_map.source, stated_ece=result["ece"],
+                                        stated_auroc=result["auroc"])
     for name, (labels, aus) in _references(manifest, clips).items():
         out["references"][name] = _intervals(_stats(labels, aus, clips), len(clips), seed)
     for a, b in (("sft", "grpo"), ("grpo", "calibrate")):
@@ -376,6 +392,12 @@ def write_report(root: Path, results: dict[str, Any]) -> Path:
                      f"{_cell(r['ece'], False)} | {_cell(r['auroc'], False)} | {100 * r['format_ok']:.1f} |")
     for name, r in sc["references"].items():
         lines.append(f"| {name} | {_cell(r['ew_f'])} | {_cell(r['hit'])} | {_cell(r['au_f1'])} | - | - | - |")
+    cal = sc["stages"].get("calibrate", {})
+    if cal.get("confidence_input"):
+        where = "docs/emoworld.md" if cal["confidence_input"] == "evidence" else "the number the LLM wrote"
+        lines += ["", f"Stage 3's ECE/AUROC are those of its calibrated confidence: the post-hoc map of the "
+                  f"answer's {cal['confidence_input']} ({where}); the number the LLM wrote has ECE "
+                  f"{cal['stated_ece'] or 0:.3f}, AUROC {cal['stated_auroc'] or 0:.3f}."]
     lines += ["", "Paired differences (same clips resampled together):", "", "| difference | EW-F | AU-F1 |",
               "|---|---|---|"]
     lines += [f"| {k} | {_cell(v['ew_f'])} | {_cell(v['au_f1'])} |" for k, v in sc["paired"].items()]

@@ -80,7 +80,7 @@ def sft_dir(emoworld, tmp_path_factory):
     return out
 
 
-def _miscalibrated_predictions(path, clips, recipe):
+def _miscalibrated_predictions(path, clips, recipe, evidence=None):
     """Stand-in for the stage's greedy completions: right answers stated at 0.55, wrong ones at 0.95 (a model
     whose confidence says nothing), so the raw ECE is far from 0 whatever the 2-step model would have written."""
     from affectllm.evaluation.runner import Correctness
@@ -91,7 +91,7 @@ def _miscalibrated_predictions(path, clips, recipe):
         wrong = next(e for e in ("happy", "sad", "angry", "fearful") if judge([e], gold_labels(clip)) is False)
         label, conf = (gold_labels(clip)[0], 0.55) if i % 2 == 0 else (wrong, 0.95)
         preds.append(parse_completion(f"<think>AU6</think><answer>{label}</answer><confidence>{conf}</confidence>"))
-    return preds
+    return preds, None
 
 
 def test_calibrate_stage_fits_a_posthoc_map_and_reports(emoworld, sft_dir, tmp_path, monkeypatch):
@@ -110,6 +110,7 @@ def test_calibrate_stage_fits_a_posthoc_map_and_reports(emoworld, sft_dir, tmp_p
         "trainer.max_completion_length=8",
         "calibrate.posthoc_samples=4",
         "calibrate.posthoc=isotonic",
+        "calibrate.posthoc_input=stated",  # the map of the stated number (the evidence's: tests/test_evidence.py)
     )
     report = calibrate.main(r)
     assert set(report["calibration"]) == {"before", "after", "after + post-hoc"}

@@ -3,6 +3,10 @@
 Fitted with scikit-learn (isotonic regression or Platt scaling) on a held-out split and saved next to the model as
 plain numbers (``calibration.json``), so inference applies it without pickles: isotonic maps by linear
 interpolation between the fitted thresholds, Platt by ``sigmoid(a * c + b)``.
+
+``source`` says what the map reads: ``stated`` (the confidence the LLM wrote) or ``evidence`` (the answer's
+evidence, :mod:`affectllm.evaluation.evidence`, saved beside it as ``evidence.json``); a map of the evidence is
+never applied to a stated number.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from ..jsonl import write_text
 
 FILE = "calibration.json"
 METHODS = ("isotonic", "platt")
+SOURCES = ("stated", "evidence")
 
 
 @dataclass
@@ -31,16 +36,21 @@ class ConfidenceMap:
     a: float = 1.0
     b: float = 0.0
     n: int = 0
+    source: str = "stated"
 
     @classmethod
-    def fit(cls, confidences: Sequence[float], correct: Sequence[bool], method: str = "isotonic") -> ConfidenceMap:
-        """Fit on paired (stated confidence, correct) samples.
+    def fit(cls, confidences: Sequence[float], correct: Sequence[bool], method: str = "isotonic",
+            source: str = "stated") -> ConfidenceMap:
+        """Fit on paired (confidence, correct) samples; ``source`` names what the confidences are.
 
         Raises:
-            ValueError: unknown method, fewer than 2 samples, or only one class of outcome for Platt scaling.
+            ValueError: unknown method or source, fewer than 2 samples, or only one class of outcome for Platt
+                scaling.
         """
         if method not in METHODS:
             raise ValueError(f"posthoc method {method!r}: expected one of {', '.join(METHODS)}")
+        if source not in SOURCES:
+            raise ValueError(f"posthoc input {source!r}: expected one of {', '.join(SOURCES)}")
         c = np.asarray(confidences, dtype=float)
         y = np.asarray(correct, dtype=float)
         if c.size < 2:
@@ -49,16 +59,22 @@ class ConfidenceMap:
             from sklearn.isotonic import IsotonicRegression
 
             iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(c, y)
-            return cls(method, x=iso.X_thresholds_.tolist(), y=iso.y_thresholds_.tolist(), n=int(c.size))
+            return cls(method, x=iso.X_thresholds_.tolist(), y=iso.y_thresholds_.tolist(), n=int(c.size),
+                       source=source)
         if len(set(y.tolist())) < 2:
             raise ValueError("Platt scaling needs both correct and wrong held-out answers")
         from sklearn.linear_model import LogisticRegression
 
         lr = LogisticRegression(C=1e4).fit(c.reshape(-1, 1), y)
-        return cls(method, a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]), n=int(c.size))
+        return cls(method, a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]), n=int(c.size), source=source)
+
+    @property
+    def reads_evidence(self) -> bool:
+        """True when the map's input is the answer's evidence, not the stated confidence."""
+        return self.source == "evidence"
 
     def apply(self, confidence: float | None) -> float | None:
-        """Calibrated confidence (None stays None)."""
+        """Calibrated confidence of ``confidence`` (of the map's ``source``; None stays None)."""
         if confidence is None:
             return None
         if self.method == "isotonic":

@@ -82,17 +82,27 @@ def predict(model: Any, processor: Any, clips: Sequence[Clip], store: ClipStore,
 
 
 def confidence_pairs(preds: Sequence[Prediction], clips: Sequence[Clip], correctness: Correctness = Correctness(),
-                     conf_map: Any = None) -> tuple[list[float], list[bool]]:
+                     conf_map: Any = None, evidence: Sequence[float] | None = None) -> tuple[list[float], list[bool]]:
     """(stated confidence, correct) per clip that can be judged; a completion without a usable confidence counts 0.
 
-    With ``conf_map`` (a :class:`~affectllm.evaluation.posthoc.ConfidenceMap`) the confidences are mapped first.
+    With ``conf_map`` (a :class:`~affectllm.evaluation.posthoc.ConfidenceMap`) the confidences are mapped first; a
+    map that reads the evidence (``conf_map.reads_evidence``) maps ``evidence`` (per clip, from
+    :class:`~affectllm.evaluation.evidence.Evidence`) instead of the stated number.
+
+    Raises:
+        ValueError: the map reads the evidence and none was given.
     """
+    reads_evidence = conf_map is not None and conf_map.reads_evidence
+    if reads_evidence and evidence is None:
+        raise ValueError("this confidence map reads the answers' evidence (evidence.json): pass evidence=")
     conf, correct = [], []
-    for pred, clip in zip(preds, clips, strict=True):
+    for i, (pred, clip) in enumerate(zip(preds, clips, strict=True)):
         right, c = correctness(pred.labels, gold_labels(clip)), stated_confidence(pred)
         if right is None:
             continue
         c = 0.0 if c is None else c
+        if reads_evidence:
+            c = evidence[i]  # type: ignore[index]
         conf.append(conf_map.apply(c) if conf_map is not None else c)
         correct.append(right)
     return conf, correct
@@ -107,9 +117,11 @@ def calibration_metrics(conf: Sequence[float], correct: Sequence[bool]) -> dict[
 
 
 def score(preds: Sequence[Prediction], clips: Sequence[Clip], correctness: Correctness = Correctness(),
-          conf_map: Any = None) -> dict[str, Any]:
+          conf_map: Any = None, evidence: Sequence[float] | None = None) -> dict[str, Any]:
     """Metrics of parsed completions against the clips' gold (labels, primary emotion, AUs), on the taxonomy of
-    ``correctness``; ``no_confidence`` is the share of judgeable clips whose completion states no usable one."""
+    ``correctness``; ``no_confidence`` is the share of judgeable clips whose completion states no usable one.
+    With ``conf_map`` the ``*_posthoc`` metrics are those of the mapped confidence (of ``evidence`` when the map
+    reads it, see :func:`confidence_pairs`)."""
     tax = correctness.taxonomy or default_taxonomy()
     golds = [gold_labels(c) for c in clips]
     with_emotion = [(p.labels, c.emotion) for p, c in zip(preds, clips, strict=True) if c.emotion]
@@ -126,7 +138,7 @@ def score(preds: Sequence[Prediction], clips: Sequence[Clip], correctness: Corre
         **calibration_metrics(*confidence_pairs(preds, clips, correctness)),
     }
     if conf_map is not None:
-        mapped = calibration_metrics(*confidence_pairs(preds, clips, correctness, conf_map))
+        mapped = calibration_metrics(*confidence_pairs(preds, clips, correctness, conf_map, evidence))
         result.update({f"{k}_posthoc": v for k, v in mapped.items()})
     return result
 

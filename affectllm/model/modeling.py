@@ -172,6 +172,24 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
         readout = self.encoders[modality].readout(features, lengths) if projector.extra_dim else None
         return projector(pooled, readout)
 
+    @torch.no_grad()
+    def readout_emotions(self, **media: Any) -> dict[str, tuple[list[str], torch.Tensor]]:
+        """Each tower's own verdict on the emotion: per modality whose tower has a readout (stage 0) and whose
+        inputs ``media`` holds (raw media or cached features, as in :meth:`merge_media`), ``(emotion names,
+        log-probabilities [u, E])`` over the ``u`` unique clips of that input."""
+        out = {}
+        for m in MODALITIES:
+            readout = getattr(self.encoders[m], "readout", None) if m in self.encoders else None
+            cached, values = media.get(FEATURE_INPUT_NAMES.get(m, "")), media.get(MEDIA_INPUT_NAMES[m])
+            if readout is None or (cached is None and values is None):
+                continue
+            mask = media.get(MASK_INPUT_NAMES.get(m, ""))
+            features = cached if cached is not None else self.encode_media(m, values, mask)
+            logits = readout.logits(features, self.feature_lengths(m, mask))
+            a = len(readout.aus)
+            out[m] = (list(readout.emotions), torch.log_softmax(logits[:, a:a + len(readout.emotions)].float(), -1))
+        return out
+
     def _media_rows(self, modality: str, media: dict[str, Any]) -> torch.Tensor | None:
         """Projected features per placeholder run for one modality, ``[r, k, D]``, or None if none given."""
         cached = media.get(FEATURE_INPUT_NAMES.get(modality, ""))

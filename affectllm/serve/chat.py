@@ -58,7 +58,8 @@ def answer(engine: Engine, console: Any, clip: Clip, question: str | None, histo
         console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
     console.print()
     text = "".join(pieces)
-    render(console, engine.row(clip.id, [text], engine.fingerprint))
+    post = engine.posteriors([clip])
+    render(console, engine.row(clip.id, [text], engine.fingerprint, post[0] if post else None))
     return text
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..data.prompts import QUESTIONS, SYSTEM_PROMPT, messages, user_content
+from ..evaluation.evidence import Evidence
 from ..evaluation.posthoc import ConfidenceMap
 from ..inputs.collate import build_prompt_inputs, media_kwargs, present_modalities
 from ..media.decode import MediaError
@@ -111,6 +112,18 @@ def _saved_recipe(model_dir: Path) -> tuple[int, str]:
     return recipe.data.num_frames, recipe.task
 
 
+def _saved_judge(model_dir: Path) -> Any:
+    """How the saved recipe's calibration reward judges an answer right (its defaults without a recipe)."""
+    from ..evaluation.runner import Correctness
+
+    path = model_dir / "recipe.yaml"
+    if not path.is_file():
+        return Correctness()
+    from ..config import load_recipe
+
+    return Correctness.from_recipe(load_recipe(path, check_trainer=False))
+
+
 @dataclass
 class ModelSettings:
     """How a model folder is used, read without loading its weights (a label job starts its decode workers with
@@ -173,6 +186,10 @@ class _Decoded:
     def get(self, clip: Clip) -> DecodedClip:
         return self._by_id[clip.id]
 
+    def features(self, clip_id: str) -> dict[str, Any]:
+        """No cached encoder features: the towers run on the decoded media."""
+        return {}
+
 
 class Engine:
     """A loaded model with its processor, media policy, default question and confidence map.
@@ -185,19 +202,27 @@ class Engine:
         media: how clips are decoded for it.
         task: the training task whose question is the default.
         conf_map: the post-hoc confidence map, or None.
+        evidence: the evidence model the map reads (``evidence.json``; None when it maps the stated number).
+        judge: how an answer is judged right (the saved recipe's calibration reward), for the evidence.
         batch_size: clips per generate call in :meth:`label`.
         fingerprint: hash of model files, prompt, default decoding and frame policy (label resume checks it).
     """
 
     def __init__(self, model: Any, processor: Any, model_dir: str | Path, media: MediaPolicy,
-                 task: str = DEFAULT_TASK, conf_map: ConfidenceMap | None = None, batch_size: int = 8) -> None:
+                 task: str = DEFAULT_TASK, conf_map: ConfidenceMap | None = None, batch_size: int = 8,
+                 evidence: Evidence | None = None, judge: Any = None) -> None:
         self.model = model
         self.processor = processor
         self.model_dir = Path(model_dir)
         self.model_name = self.model_dir.resolve().name
         self.media = media
         self.task = task
+        if conf_map is not None and conf_map.reads_evidence and evidence is None:
+            raise FileNotFoundError(f"{model_dir}: its calibration.json maps the answers' evidence but evidence.json "
+                                    "is missing: copy it with the model, or rerun the calibration stage")
         self.conf_map = conf_map
+        self.evidence = evidence if conf_map is not None and conf_map.reads_evidence else None
+        self.judge = judge
         self.batch_size = batch_size
         self.modalities = model.config.enabled_modalities()
         self.settings = ModelSettings(self.model_dir, task, media, self.modalities, model_digest(self.model_dir))
@@ -223,8 +248,12 @@ class Engine:
 
         settings = ModelSettings.read(model_dir, num_frames)
         model, processor = load_pretrained(settings.model_dir, dtype, attn_implementation, device)
-        return cls(model, processor, settings.model_dir, settings.media, task=settings.task,
-                   conf_map=ConfidenceMap.load(settings.model_dir))
+        conf_map = ConfidenceMap.load(settings.model_dir)
+        evidence = judge = None
+        if conf_map is not None and conf_map.reads_evidence:
+            evidence, judge = Evidence.load(settings.model_dir), _saved_judge(settings.model_dir)
+        return cls(model, processor, settings.model_dir, settings.media, task=settings.task, conf_map=conf_map,
+                   evidence=evidence, judge=judge)
 
     def question(self, question: str | None = None) -> str:
         """The question asked: ``question``, else the training question of the model's task."""
@@ -244,10 +273,29 @@ class Engine:
                 "aus": [], "raw": "", "error": error, "model": self.model_name,
                 "fingerprint": fingerprint or self.fingerprint}
 
-    def row(self, clip_id: str, texts: Sequence[str], fingerprint: str) -> dict[str, Any]:
-        """The label-output row of one clip from its completion(s) (``samples`` holds the others when n > 1)."""
+    def posteriors(self, clips: Sequence[Clip], decoded: Sequence[DecodedClip] | None = None) -> list[Any] | None:
+        """The clips' emotion log-posteriors from the towers' readouts and the transcript readout, which the
+        evidence confidence needs (:class:`~affectllm.evaluation.evidence.Evidence`); None when the confidence
+        map reads the stated number. ``decoded``: the clips already decoded (else decoded here)."""
+        if self.evidence is None:
+            return None
+        found = list(decoded) if decoded is not None else [self.decode(c) for c in clips]
+        return list(self.evidence.posteriors(self.model, self.processor, _Decoded(found), clips))
+
+    def row(self, clip_id: str, texts: Sequence[str], fingerprint: str, posterior: Any = None) -> dict[str, Any]:
+        """The label-output row of one clip from its completion(s) (``samples`` holds the others when n > 1).
+
+        ``confidence`` is the calibrated one: the map of the stated number, or, when the map reads the evidence,
+        of the answer's evidence under ``posterior`` (from :meth:`posteriors`; without it, None);
+        ``confidence_raw`` is the number the LLM wrote."""
         pred = parse_completion(texts[0])
-        conf = self.conf_map.apply(pred.confidence) if self.conf_map is not None else pred.confidence
+        if self.conf_map is None:
+            conf = pred.confidence
+        elif self.evidence is not None:
+            conf = None if posterior is None else self.conf_map.apply(
+                self.evidence.probability(pred.labels, posterior, self.judge))
+        else:
+            conf = self.conf_map.apply(pred.confidence)
         row = {"id": clip_id, "labels": pred.labels, "confidence": conf, "confidence_raw": pred.confidence,
                "explanation": pred.think, "aus": pred.aus, "raw": texts[0], "error": None, "model": self.model_name,
                "fingerprint": fingerprint}
@@ -311,7 +359,8 @@ class Engine:
         for start in range(0, len(good), self.batch_size):
             chunk = good[start:start + self.batch_size]
             texts = self.generate([c for c, _ in chunk], [d for _, d in chunk], q, gen)
-            rows.update({c.id: self.row(c.id, t, fingerprint) for (c, _), t in zip(chunk, texts)})
+            post = self.posteriors([c for c, _ in chunk], [d for _, d in chunk]) or [None] * len(chunk)
+            rows.update({c.id: self.row(c.id, t, fingerprint, p) for (c, _), t, p in zip(chunk, texts, post)})
         return [rows[c.id] for c in clips]
 
     def chat_inputs(self, clip: Clip, decoded: DecodedClip, question: str, history: list[dict] | None) -> Any:

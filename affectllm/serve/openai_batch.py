@@ -160,7 +160,8 @@ def response_to_row(response: dict[str, Any], conf_map: Any = None) -> dict[str,
         return row
     text = body["choices"][0]["message"]["content"] or ""
     pred = parse_completion(text)
-    conf = conf_map.apply(pred.confidence) if conf_map is not None else pred.confidence
+    # a map of the evidence needs the clip's media, which a response does not carry: the stated number stays
+    conf = conf_map.apply(pred.confidence) if conf_map is not None and not conf_map.reads_evidence else pred.confidence
     row.update(labels=pred.labels, confidence=conf, confidence_raw=pred.confidence, explanation=pred.think,
                aus=pred.aus, raw=text)
     return row

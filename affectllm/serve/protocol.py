@@ -256,12 +256,13 @@ def decode_settings(policy: Any, knobs: MediaKnobs | None) -> tuple[Any, Any, di
     return policy, cfg, extra
 
 
-def parsed_answer(engine: Any, text: str) -> dict[str, Any]:
-    """A choice's ``affect`` field: labels, calibrated and raw confidence, AUs with their FACS names, reasoning."""
+def parsed_answer(engine: Any, text: str, posterior: Any = None) -> dict[str, Any]:
+    """A choice's ``affect`` field: labels, calibrated and raw confidence, AUs with their FACS names, reasoning
+    (``posterior``: the clip's, from ``engine.posteriors``, when its confidence map reads the evidence)."""
     from ..parsing import parse_completion
     from ..taxonomy.facs import au_name
 
-    row = engine.row("answer", [text], engine.fingerprint)
+    row = engine.row("answer", [text], engine.fingerprint, posterior)
     return {"labels": row["labels"], "confidence": row["confidence"], "confidence_raw": row["confidence_raw"],
             "aus": [{"code": au, "name": au_name(au)} for au in row["aus"]], "explanation": row["explanation"],
             "format_ok": parse_completion(text).format_ok}

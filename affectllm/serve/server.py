@@ -274,12 +274,19 @@ async def chat_completions(state: State, request: Request) -> Any:
     if event[0] == "error":
         raise ApiError(500, event[1], code="generation_failed")
     _, prompt_tokens, choices = event
-    answers = [protocol.parsed_answer(state.engine, c.text) for c in choices]
+    post = await asyncio.to_thread(_posterior, state, job)
+    answers = [protocol.parsed_answer(state.engine, c.text, post) for c in choices]
     body = chunks.completion([{"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
                                "finish_reason": c.finish_reason, "affect": a}
                               for i, (c, a) in enumerate(zip(choices, answers))],
                              protocol.usage(prompt_tokens, sum(c.tokens for c in choices)), affect)
     return JSONResponse(body)
+
+
+def _posterior(state: State, job: Any) -> Any:
+    """The job's clip's emotion log-posterior when the engine's confidence reads the evidence (else None)."""
+    post = state.engine.posteriors([job.clip], [job.decoded])
+    return post[0] if post else None
 
 
 async def _sse(state: State, job: Any, chunks: protocol.Chunks, affect: dict, usage: bool) -> AsyncIterator[str]:
@@ -298,8 +305,9 @@ async def _sse(state: State, job: Any, chunks: protocol.Chunks, affect: dict, us
                 yield f"data: {json.dumps(ApiError(500, event[1], code='generation_failed').body())}\n\n"
                 return
             _, prompt_tokens, choices = event
+            post = await asyncio.to_thread(_posterior, state, job)
             for i, c in enumerate(choices):
-                answer = protocol.parsed_answer(state.engine, c.text)
+                answer = protocol.parsed_answer(state.engine, c.text, post)
                 yield chunks.chunk([chunks.delta(i, {}, c.finish_reason, affect=answer)])
             if usage:
                 yield chunks.chunk([], usage=protocol.usage(prompt_tokens, sum(c.tokens for c in choices)))

@@ -25,24 +25,47 @@ from typing import Any
 from ..config import Recipe
 from ..data.manifest import select_clips
 from ..errors import UserError
+from ..evaluation.evidence import Evidence
 from ..evaluation.posthoc import ConfidenceMap
 from ..evaluation.report import reliability_plot
 from ..evaluation.runner import Correctness, calibration_metrics, confidence_pairs, predict, score
 from ..inputs.store import ClipStore
+from ..parsing import gold_labels
 from .grpo import build_trainer
 from .stage import load_for_inference, run_stage
 
 log = logging.getLogger("affectllm.train")
 
 
-def _completions(path: str | Path, clips: list, recipe: Recipe) -> list:
+def _completions(path: str | Path, clips: list, recipe: Recipe, evidence: Evidence | None = None) -> tuple[list, Any]:
+    """Greedy predictions of the model at ``path`` on ``clips``, and with ``evidence`` each answer's evidence
+    (:meth:`Evidence.probability`; else None)."""
     from ..data.prompts import QUESTIONS
 
     model, processor = load_for_inference(path, recipe)
     store = ClipStore(recipe.data.feature_cache, num_frames=recipe.data.num_frames)
-    return predict(
+    preds = predict(
         model, processor, clips, store, question=QUESTIONS[recipe.task], max_new_tokens=recipe.eval.max_new_tokens
     )
+    if evidence is None:
+        return preds, None
+    judge = Correctness.from_recipe(recipe)
+    post = evidence.posteriors(model, processor, store, clips)
+    return preds, [evidence.probability(p.labels, lp, judge) for p, lp in zip(preds, post, strict=True)]
+
+
+def fit_evidence(recipe: Recipe, out: Path) -> Evidence:
+    """The evidence model of the stage's model (its towers' readouts and a transcript readout fitted on the
+    training split, ``data.split``), saved as ``evidence.json`` beside it."""
+    from ..model.configuration import AffectLlmConfig
+
+    train = select_clips(recipe.data.manifest, recipe.data.split, None, recipe.seed)
+    try:
+        evidence = Evidence.fit(AffectLlmConfig.from_pretrained(out), train)
+    except ValueError as err:
+        raise UserError(f"calibrate.posthoc_input=evidence: {err}") from None
+    evidence.save(out)
+    return evidence
 
 
 def main(recipe: Recipe) -> dict[str, Any]:
@@ -62,12 +85,20 @@ def posthoc_and_compare(recipe: Recipe, out: Path) -> dict[str, Any]:
     if opts.posthoc == "none":
         return compare(recipe, out, None)
     held = select_clips(recipe.data.manifest, opts.posthoc_split, opts.posthoc_samples, recipe.seed)
-    conf, correct = confidence_pairs(_completions(out, held, recipe), held, Correctness.from_recipe(recipe))
-    conf_map = ConfidenceMap.fit(conf, correct, opts.posthoc)
+    evidence = fit_evidence(recipe, out) if opts.posthoc_input == "evidence" else None
+    preds, values = _completions(out, held, recipe, evidence)
+    judge = Correctness.from_recipe(recipe)
+    stated = confidence_pairs(preds, held, judge)
+    if values is not None:  # the same clips judged the same way, the evidence in place of the stated number
+        values = [v for v, p, c in zip(values, preds, held, strict=True)
+                  if judge(p.labels, gold_labels(c)) is not None]
+    conf, correct = (values, stated[1]) if values is not None else stated
+    conf_map = ConfidenceMap.fit(conf, correct, opts.posthoc, source=opts.posthoc_input)
     conf_map.save(out)
     log.info(
-        "post-hoc %s map fitted on %d %s clips -> %s",
+        "post-hoc %s map of the %s confidence fitted on %d %s clips -> %s",
         opts.posthoc,
+        opts.posthoc_input,
         len(conf),
         opts.posthoc_split,
         out / "calibration.json",
@@ -75,17 +106,20 @@ def posthoc_and_compare(recipe: Recipe, out: Path) -> dict[str, Any]:
     fit = {
         "split": opts.posthoc_split,
         "n": len(conf),
+        "input": opts.posthoc_input,
+        "stated": calibration_metrics(*stated),
         "raw": calibration_metrics(conf, correct),
         "mapped": calibration_metrics([conf_map.apply(c) for c in conf], correct),
     }
-    return compare(recipe, out, conf_map, posthoc_fit=fit)
+    return compare(recipe, out, conf_map, posthoc_fit=fit, evidence=evidence)
 
 
 def compare(
-    recipe: Recipe, out: Path, conf_map: ConfidenceMap | None, posthoc_fit: dict[str, Any] | None = None
+    recipe: Recipe, out: Path, conf_map: ConfidenceMap | None, posthoc_fit: dict[str, Any] | None = None,
+    evidence: Evidence | None = None,
 ) -> dict[str, Any]:
     """Before (init_from) vs after (this stage, raw and post-hoc) on the test split; print, save (with
-    ``posthoc_fit`` when given), plot."""
+    ``posthoc_fit`` when given), plot. A map that reads the evidence maps ``evidence``'s value of each answer."""
     try:
         test = select_clips(
             recipe.data.eval_manifest or recipe.data.manifest, recipe.eval.split, recipe.eval.samples, recipe.seed
@@ -94,14 +128,14 @@ def compare(
         log.info("no before/after comparison: %s", err)
         return {}
     judge = Correctness.from_recipe(recipe)  # the calibration reward's taxonomy, level and threshold
-    before_text = _completions(recipe.init_from, test, recipe)
-    after_text = _completions(out, test, recipe)
+    before_text, _ = _completions(recipe.init_from, test, recipe)
+    after_text, values = _completions(out, test, recipe, evidence if conf_map is not None else None)
     curves = {"before": confidence_pairs(before_text, test, judge), "after": confidence_pairs(after_text, test, judge)}
     if conf_map is not None:
-        curves["after + post-hoc"] = confidence_pairs(after_text, test, judge, conf_map)
+        curves["after + post-hoc"] = confidence_pairs(after_text, test, judge, conf_map, values)
     report = {
         "before": score(before_text, test, judge),
-        "after": score(after_text, test, judge, conf_map),
+        "after": score(after_text, test, judge, conf_map, values),
         "calibration": {k: calibration_metrics(*v) for k, v in curves.items()},
         **({"posthoc_fit": posthoc_fit} if posthoc_fit else {}),
     }
