@@ -92,7 +92,7 @@ def confidence_pairs(preds: Sequence[Prediction], clips: Sequence[Clip], correct
     Raises:
         ValueError: the map reads the evidence and none was given.
     """
-    reads_evidence = conf_map is not None and conf_map.reads_evidence
+    reads_evidence = bool(getattr(conf_map, "reads_evidence", False))
     if reads_evidence and evidence is None:
         raise ValueError("this confidence map reads the answers' evidence (evidence.json): pass evidence=")
     conf, correct = [], []

@@ -93,7 +93,12 @@ def posthoc_and_compare(recipe: Recipe, out: Path) -> dict[str, Any]:
         values = [v for v, p, c in zip(values, preds, held, strict=True)
                   if judge(p.labels, gold_labels(c)) is not None]
     conf, correct = (values, stated[1]) if values is not None else stated
-    conf_map = ConfidenceMap.fit(conf, correct, opts.posthoc, source=opts.posthoc_input)
+    method = opts.posthoc
+    if method == "platt" and len(set(correct)) < 2:  # Platt needs both outcomes; isotonic maps to the one seen
+        log.warning("every %s answer was %s: isotonic map instead of Platt", opts.posthoc_split,
+                    "right" if correct and correct[0] else "wrong")
+        method = "isotonic"
+    conf_map = ConfidenceMap.fit(conf, correct, method, source=opts.posthoc_input)
     conf_map.save(out)
     log.info(
         "post-hoc %s map of the %s confidence fitted on %d %s clips -> %s",
