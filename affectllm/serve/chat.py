@@ -39,7 +39,8 @@ def render(console: Any, row: dict[str, Any]) -> None:
     table.add_column("AUs")
     conf = "-" if row["confidence"] is None else f"{row['confidence']:.2f}"
     if row["confidence"] is not None and row["confidence_raw"] != row["confidence"]:
-        conf += f" (stated {row['confidence_raw']:.2f})"
+        stated = "none" if row["confidence_raw"] is None else f"{row['confidence_raw']:.2f}"
+        conf += f" (stated {stated})"
     aus = ", ".join(f"{a} {au_name(a) or ''}".strip() for a in row["aus"]) or "-"
     table.add_row(", ".join(row["labels"]) or "(none)", conf, aus)
     console.print(table)
