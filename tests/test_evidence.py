@@ -114,6 +114,9 @@ def test_a_map_of_the_evidence_is_never_applied_to_a_stated_number(tmp_path, emo
         confidence_pairs(preds, clips, Correctness(), m)
     conf, _ = confidence_pairs(preds, clips, Correctness(), m, evidence=[0.1, 0.9])
     assert conf == pytest.approx([m.apply(0.1), m.apply(0.9)])
+    assert confidence_pairs(preds, clips, Correctness(), evidence=[0.1, 0.9])[0] == [0.1, 0.9]  # unmapped
+    with pytest.raises(ValueError, match="stated number"):
+        confidence_pairs(preds, clips, Correctness(), ConfidenceMap.fit([0.1, 0.9], [False, True]), [0.1, 0.9])
     from affectllm.serve.openai_batch import response_to_row
 
     body = {"custom_id": "a", "response": {"body": {"choices": [{"message": {

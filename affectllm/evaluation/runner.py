@@ -81,20 +81,26 @@ def predict(model: Any, processor: Any, clips: Sequence[Clip], store: ClipStore,
     return [parse_completion(t) for t in generate_completions(model, processor, clips, store, **generate_kwargs)]
 
 
+def _reads_evidence(conf_map: Any) -> bool:
+    """Whether a confidence map reads the evidence (any object with ``apply`` counts as a map of the stated)."""
+    return bool(getattr(conf_map, "reads_evidence", False))
+
+
 def confidence_pairs(preds: Sequence[Prediction], clips: Sequence[Clip], correctness: Correctness = Correctness(),
                      conf_map: Any = None, evidence: Sequence[float] | None = None) -> tuple[list[float], list[bool]]:
     """(stated confidence, correct) per clip that can be judged; a completion without a usable confidence counts 0.
 
-    With ``conf_map`` (a :class:`~affectllm.evaluation.posthoc.ConfidenceMap`) the confidences are mapped first; a
-    map that reads the evidence (``conf_map.reads_evidence``) maps ``evidence`` (per clip, from
-    :class:`~affectllm.evaluation.evidence.Evidence`) instead of the stated number.
+    ``evidence`` (per clip, from :class:`~affectllm.evaluation.evidence.Evidence`) takes the stated number's
+    place. With ``conf_map`` (a :class:`~affectllm.evaluation.posthoc.ConfidenceMap`) the confidences are mapped
+    first; a map that reads the evidence (``conf_map.reads_evidence``) needs it, one of the stated number refuses it.
 
     Raises:
-        ValueError: the map reads the evidence and none was given.
+        ValueError: the map and ``evidence`` disagree on what the confidence is.
     """
-    reads_evidence = bool(getattr(conf_map, "reads_evidence", False))
-    if reads_evidence and evidence is None:
-        raise ValueError("this confidence map reads the answers' evidence (evidence.json): pass evidence=")
+    reads_evidence = evidence is not None
+    if conf_map is not None and _reads_evidence(conf_map) != reads_evidence:
+        raise ValueError("this confidence map reads the stated number, not evidence" if reads_evidence else
+                         "this confidence map reads the answers' evidence (evidence.json): pass evidence=")
     conf, correct = [], []
     for i, (pred, clip) in enumerate(zip(preds, clips, strict=True)):
         right, c = correctness(pred.labels, gold_labels(clip)), stated_confidence(pred)
@@ -138,7 +144,8 @@ def score(preds: Sequence[Prediction], clips: Sequence[Clip], correctness: Corre
         **calibration_metrics(*confidence_pairs(preds, clips, correctness)),
     }
     if conf_map is not None:
-        mapped = calibration_metrics(*confidence_pairs(preds, clips, correctness, conf_map, evidence))
+        mapped = calibration_metrics(*confidence_pairs(preds, clips, correctness, conf_map,
+                                                       evidence if _reads_evidence(conf_map) else None))
         result.update({f"{k}_posthoc": v for k, v in mapped.items()})
     return result
 

@@ -30,7 +30,6 @@ from ..evaluation.posthoc import ConfidenceMap
 from ..evaluation.report import reliability_plot
 from ..evaluation.runner import Correctness, calibration_metrics, confidence_pairs, predict, score
 from ..inputs.store import ClipStore
-from ..parsing import gold_labels
 from .grpo import build_trainer
 from .stage import load_for_inference, run_stage
 
@@ -89,10 +88,7 @@ def posthoc_and_compare(recipe: Recipe, out: Path) -> dict[str, Any]:
     preds, values = _completions(out, held, recipe, evidence)
     judge = Correctness.from_recipe(recipe)
     stated = confidence_pairs(preds, held, judge)
-    if values is not None:  # the same clips judged the same way, the evidence in place of the stated number
-        values = [v for v, p, c in zip(values, preds, held, strict=True)
-                  if judge(p.labels, gold_labels(c)) is not None]
-    conf, correct = (values, stated[1]) if values is not None else stated
+    conf, correct = confidence_pairs(preds, held, judge, evidence=values) if values is not None else stated
     method = opts.posthoc
     if method == "platt" and len(set(correct)) < 2:  # Platt needs both outcomes; isotonic maps to the one seen
         log.warning("every %s answer was %s: isotonic map instead of Platt", opts.posthoc_split,
@@ -102,7 +98,7 @@ def posthoc_and_compare(recipe: Recipe, out: Path) -> dict[str, Any]:
     conf_map.save(out)
     log.info(
         "post-hoc %s map of the %s confidence fitted on %d %s clips -> %s",
-        opts.posthoc,
+        method,
         opts.posthoc_input,
         len(conf),
         opts.posthoc_split,
