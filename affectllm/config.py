@@ -65,6 +65,10 @@ class ModelConfig:
     vision: str | None = _opt(None, "video tower: hub id, local directory or none")
     audio: str | None = _opt(None, "audio tower: hub id, local directory or none")
     face: str | None = _opt(None, "face-crop tower: hub id, local directory or none")
+    words: str | None = _opt(
+        None, "words tower over the transcript: builtin:tiny (a bag of the LLM tokenizer's tokens, trained in stage "
+        "0) or none (the LLM reads the transcript only as prompt text); null: the preset's (docs/model.md)"
+    )
     au_feature_dim: int | None = _opt(
         None, "width of the AU vectors from data prep (types.AU_FEATURE_DIM); null: the preset's"
     )
@@ -86,8 +90,8 @@ class ModelConfig:
     )
     readout: list[str] | None = _opt(
         None,
-        "video/audio/face whose projector also reads the tower's stage 0 head outputs (AU, emotion, valence/arousal "
-        "probabilities) beside its features; null: the preset's (docs/model.md)",
+        "video/audio/face/words whose projector also reads the tower's stage 0 head outputs (AU, emotion, "
+        "valence/arousal probabilities) beside its features; null: the preset's (docs/model.md)",
     )
     prefusion: bool | None = _opt(
         None, "attention pre-fusion of video and audio tokens before the LLM; null: the preset's"

@@ -47,6 +47,9 @@ MODALITY_TABLE: tuple[Modality, ...] = (
     Modality("audio", "<audio>", "audio", "audios", "audio_values", "audio_features", "audio_attention_mask"),
     Modality("face", "<face>", "faces", "faces", "face_pixel_values", "face_features"),  # [u, t, 3, s, s]
     Modality("au", "<au>", "au_features", "au_features", "au_features", None),  # [u, t, f]
+    # the transcript as the words tower's input: its token ids [u, n] right-padded, words_mask [u, n]; the LLM
+    # still reads the transcript as prompt text too
+    Modality("words", "<words>", "transcript", "words", "words_ids", None, "words_mask"),
 )
 MODALITY: dict[str, Modality] = {m.name: m for m in MODALITY_TABLE}
 MODALITIES: tuple[str, ...] = tuple(MODALITY)
@@ -99,8 +102,12 @@ class DecodedClip:
     transcript: str | None = None
 
     def present(self) -> list[str]:
-        """Names of the modalities this clip carries, in :data:`MODALITIES` order."""
-        return [m.name for m in MODALITY_TABLE if getattr(self, m.clip_attr) is not None]
+        """Names of the modalities this clip carries, in :data:`MODALITIES` order (a blank transcript is none)."""
+        return [m.name for m in MODALITY_TABLE if _carries(getattr(self, m.clip_attr))]
+
+
+def _carries(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
 
 
 @dataclass

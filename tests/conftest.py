@@ -54,13 +54,14 @@ def model_dir(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def media():
-    """One synthetic clip's media: frames, 16 kHz audio, face crops, AU vectors."""
+    """One synthetic clip's media: frames, 16 kHz audio, face crops, AU vectors, the transcript (words tower)."""
     rng = np.random.default_rng(0)
     return {
         "video": rng.integers(0, 255, (6, 40, 48, 3), dtype=np.uint8),
         "audio": (0.1 * rng.standard_normal(16000 * 2)).astype(np.float32),
         "face": rng.integers(0, 255, (6, 24, 24, 3), dtype=np.uint8),
         "au": rng.random((6, 353)).astype(np.float32),
+        "words": "Honestly, I feel thrilled about all of this.",
     }
 
 

@@ -36,11 +36,15 @@ def test_encoders_stage_trains_only_the_towers_and_writes_confidences(emoworld, 
     changed = {n.split(".")[2] if n.startswith("model.encoders.") else n.split(".")[1]
                for n, b in after.named_parameters()
                if not n.startswith("model.projectors.") and (n not in old or not torch.equal(old[n], b))}
-    assert changed == {"video", "audio"}  # the demo world has no faces without the face tracker; LLM untouched
-    # each trained tower keeps its head as its readout, saved with it; the voice predicts no AUs
+    # the demo world has no faces without the face tracker; the words tower reads the transcripts; LLM untouched
+    assert changed == {"video", "audio", "words"}
+    # each trained tower keeps its head as its readout, saved with it; the voice and the words predict no AUs
     vocab = Vocab(select_clips(str(emoworld), "train", None, 0))
     video, audio = after.model.encoders["video"].readout, after.model.encoders["audio"].readout
+    words = after.model.encoders["words"].readout
     assert video.aus == vocab.aus and video.emotions == vocab.emotions == audio.emotions and audio.aus == []
+    assert words.emotions == vocab.emotions and words.aus == []
+    assert after.model.projectors["words"].extra_dim == words.width
     assert after.config.vision_config.readout_emotions == vocab.emotions
     # the preset's projectors read the readout (rebuilt for its width); the face tower saw no gold: no readout
     assert after.model.projectors["video"].extra_dim == video.width

@@ -28,9 +28,10 @@ def batch(processor, media, rows, clip_ids=None):
 def test_encoder_output_shapes(tiny, media):
     model, processor = tiny
     inputs = batch(processor, media, [list(MODALITIES)] * 2)
-    expected_len = {"video": 6, "face": 6, "au": 6, "audio": 200}  # frames; whisper: 4 s * 50 positions
+    # frames; whisper: 4 s * 50 positions; words: the transcript's tokens
+    expected_len = {"video": 6, "face": 6, "au": 6, "audio": 200, "words": inputs["words_mask"].shape[1]}
     for m in MODALITIES:
-        feats = model.encode_media(m, inputs[MEDIA_INPUT_NAMES[m]])
+        feats = model.encode_media(m, inputs[MEDIA_INPUT_NAMES[m]], inputs.get(f"{m}_mask"))
         assert feats.shape == (2, expected_len[m], model.encoders[m].hidden_size), m
         projected = model.project_media(m, feats)
         assert projected.shape == (2, model.config.media_tokens[m], model.config.text_config.hidden_size)
@@ -93,12 +94,12 @@ def test_generate_with_every_modality_combination(tiny, media):
     model, processor = tiny
     mods = MODALITIES
     combos = [list(c) for r in range(len(mods) + 1) for c in itertools.combinations(mods, r)]
-    assert len(combos) == 16
+    assert len(combos) == 2 ** len(mods) == 32
     inputs = batch(processor, media, combos)
     out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
-    assert out.shape == (16, inputs["input_ids"].shape[1] + 4)
+    assert out.shape == (32, inputs["input_ids"].shape[1] + 4)
     # Each row alone gives the same greedy tokens as in the batch (padding and media routing are per row).
-    for i in (0, 5, 15):
+    for i in (0, 5, 15, 31):
         single = batch(processor, media, [combos[i]])
         alone = model.generate(**single, max_new_tokens=4, do_sample=False)
         assert torch.equal(alone[0, -4:], out[i, -4:]), combos[i]
@@ -124,7 +125,7 @@ def test_deduplicated_media_equal_per_row_media_with_fewer_encoder_calls(tiny, m
         for h in hooks:
             h.remove()
     torch.testing.assert_close(logits_plain, logits_dedup, rtol=1e-5, atol=1e-5)
-    assert (n_plain, n_dedup) == (16, 4)  # 4 modalities x 4 rows vs 4 modalities x 1 clip
+    assert (n_plain, n_dedup) == (20, 5)  # 5 modalities x 4 rows vs 5 modalities x 1 clip
 
 
 def test_cached_encoder_features_give_identical_logits(tiny, media):
@@ -135,7 +136,8 @@ def test_cached_encoder_features_give_identical_logits(tiny, media):
     with torch.no_grad():
         live = model(**inputs).logits
         from_cache = model(**text_only, **{f"{m}_features": cached[m] for m in ("video", "audio", "face")},
-                           au_features=inputs["au_features"]).logits
+                           au_features=inputs["au_features"], words_ids=inputs["words_ids"],
+                           words_mask=inputs["words_mask"]).logits
     assert torch.equal(live, from_cache)
 
 
@@ -410,7 +412,7 @@ def test_presets_are_functions_and_recipe_fields_overlay_them():
     assert set(PRESETS) == {"tiny", "smollm2-135m"}
     assert smollm2_135m().vision == tiny().vision and smollm2_135m().llm != tiny().llm
     r = resolve(ModelConfig(preset="tiny", media_tokens={"video": 2}, prefusion=False, audio="none"))
-    assert r.media_tokens == {"video": 2, "audio": 4, "face": 4, "au": 4, "fusion": 1}
+    assert r.media_tokens == {"video": 2, "audio": 4, "face": 4, "au": 4, "words": 2, "fusion": 1}
     assert r.prefusion is False and r.audio == "none" and r.face == tiny().face
     bare = ModelConfig(preset=None, llm="some/llm")
     assert resolve(bare) is bare

@@ -149,7 +149,7 @@ def test_a_readout_reaches_the_projector_and_is_saved_with_its_tower(tmp_path):
 
     model, processor = build_model(load_model_config(["preset=tiny"]))
     inner = model.model.eval()
-    assert inner.config.readout == ["video", "audio", "face"] and inner.projectors["video"].extra_dim == 0
+    assert inner.config.readout == ["video", "audio", "face", "words"] and inner.projectors["video"].extra_dim == 0
     readout = inner.attach_readout("video", ["AU1", "AU4"], ["happy", "sad", "angry"])
     assert readout.width == 2 + 3 + 2 and inner.projectors["video"].extra_dim == 7
     feats = torch.randn(2, 8, inner.encoders["video"].hidden_size)

@@ -1,14 +1,14 @@
 """Evidence confidence: how likely an answer is right, read from what the model perceived rather than from the
 number it wrote.
 
-The model's own perception gives a distribution over the primary emotion: each warm-started tower's readout
-(stage 0's heads, kept in the tower; :meth:`~affectllm.model.modeling.AffectLlmModel.readout_emotions`) and a
-transcript readout (bag of word n-grams -> emotion, a logistic regression fitted on the training split's
-transcripts), combined as conditionally independent experts: ``P(e | x_1..x_k) ∝ prod_m P(e | x_m) / P(e)^(k-1)``
-with ``P(e)`` the training split's emotion frequencies (each expert learned that prior; a plain product would count
-it k times and be overconfident: on the demo's test clips the corrected product ranks answers as well, AUROC 0.795
-vs 0.791, and its raw ECE is 0.095 vs 0.111). An answer's *evidence* is the probability mass of the emotions
-for which it would be judged right:
+The model's own perception gives a distribution over the primary emotion: each warm-started tower's readout (stage
+0's heads, kept in the tower; :meth:`~affectllm.model.modeling.AffectLlmModel.readout_emotions`; the words tower's
+among them where the model has one) and, for a model without a words tower, a transcript readout (bag of word
+n-grams -> emotion, a logistic regression fitted on the training split's transcripts), combined as conditionally
+independent experts: ``P(e | x_1..x_k) ∝ prod_m P(e | x_m) / P(e)^(k-1)`` with ``P(e)`` the training split's
+emotion frequencies (each expert learned that prior; a plain product would count it k times and be overconfident:
+on the demo's test clips the corrected product ranks answers as well, AUROC 0.795 vs 0.791, and its raw ECE is
+0.095 vs 0.111). An answer's *evidence* is the probability mass of the emotions for which it would be judged right:
 ``sum_e P(e | clip) * 1[answer correct if the gold were e]``, with the one judgement of correctness the
 calibration reward and the metrics use (:class:`~affectllm.evaluation.runner.Correctness`).
 
@@ -121,7 +121,10 @@ class Evidence:
         """
         towers = tower_readouts(config)
         emotions = next(iter(towers.values())) if towers else sorted({c.emotion for c in train if c.emotion})
-        text = TranscriptReadout.fit([c.transcript or "" for c in train], [c.emotion or "" for c in train], emotions)
+        # a model with a words tower reads the transcript itself (its readout is one of the towers'): a second
+        # transcript expert would count the words twice
+        text = None if "words" in towers else TranscriptReadout.fit(
+            [c.transcript or "" for c in train], [c.emotion or "" for c in train], emotions)
         if not towers and text is None:
             raise ValueError("evidence confidence needs tower readouts (run stage encoders first) or training clips "
                              "with transcripts and a gold emotion; use calibrate.posthoc_input=stated")
@@ -181,7 +184,7 @@ def tower_readouts(config: Any) -> dict[str, list[str]]:
     """Emotion names of each tower readout a model config (:class:`~affectllm.model.configuration.AffectLlmConfig`)
     records (modality -> names; empty without stage 0)."""
     out = {}
-    for m in ("video", "audio", "face"):
+    for m in ("video", "audio", "face", "words"):
         sub = config.encoder_config(m)
         if sub is not None and getattr(sub, "readout_emotions", None):
             out[m] = list(sub.readout_emotions)

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
 
-from .configuration import MEDIA_INPUT_NAMES, MEDIA_TOKENS, AffectLlmConfig
+from .configuration import MEDIA_INPUT_NAMES, MEDIA_TOKENS, AffectLlmConfig, WordsConfig
 from .modeling import AffectLlmForConditionalGeneration
 from .processor import AffectLlmProcessor, media_prefix
 
 
 def register_auto_classes() -> None:
     """Register with AutoConfig / AutoModelForCausalLM / AutoProcessor (idempotent)."""
-    try:
-        AutoConfig.register(AffectLlmConfig.model_type, AffectLlmConfig)
-    except ValueError:  # already registered in this process
-        pass
+    for config in (AffectLlmConfig, WordsConfig):
+        try:
+            AutoConfig.register(config.model_type, config)
+        except ValueError:  # already registered in this process
+            pass
     for auto, cls in ((AutoModelForCausalLM, AffectLlmForConditionalGeneration),
                       (AutoProcessor, AffectLlmProcessor)):
         try:
@@ -30,4 +31,4 @@ def register_auto_classes() -> None:
 register_auto_classes()
 
 __all__ = ["MEDIA_INPUT_NAMES", "MEDIA_TOKENS", "AffectLlmConfig", "AffectLlmForConditionalGeneration",
-           "AffectLlmProcessor", "media_prefix", "register_auto_classes"]
+           "AffectLlmProcessor", "WordsConfig", "media_prefix", "register_auto_classes"]

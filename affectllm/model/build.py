@@ -31,8 +31,8 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from ..config import ModelConfig, RecipeError, load_model_config
 from ..types import AU_FEATURE_DIM
-from .configuration import MEDIA_TOKENS, AffectLlmConfig
-from .encoders import SslAudioEncoder, VisionTower, WhisperAudioEncoder
+from .configuration import MEDIA_TOKENS, AffectLlmConfig, WordsConfig
+from .encoders import SslAudioEncoder, VisionTower, WhisperAudioEncoder, WordsTower
 from .encoders.vision import DEFAULT_GRID, DEFAULT_SPATIAL, set_spatial_pooling
 from .modeling import AffectLlmForConditionalGeneration
 from .processor import CHAT_TEMPLATE, SPECIAL_TOKENS, AffectLlmProcessor
@@ -56,6 +56,7 @@ BUILTIN_TINY_RESNET = "builtin:tiny-resnet"
 # feature map of width 64; with spatial_grid 4 a 1,024-wide frame vector).
 TINY_RESNET = dict(model_type="resnet", embedding_size=32, hidden_sizes=[32, 64], depths=[1, 1], layer_type="basic",
                    image_size=64)
+TINY_WORDS_DIM = 32
 TINY_AUDIO_SECONDS = 4
 TINY_AUDIO = dict(model_type="whisper", d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
                   decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=80,
@@ -65,12 +66,13 @@ TINY_AUDIO = dict(model_type="whisper", d_model=32, encoder_layers=1, encoder_at
 def tiny() -> ModelConfig:
     """Random-init Llama-style LLM (4 layers, d=128; a real byte-level BPE tokenizer shipped in the package), tiny
     CLIP-style video and face towers pooling each frame to a 2x2 grid of patch means, a tiny Whisper encoder, the
-    AU-vector encoder and pre-fusion; every projector starts with a LayerNorm; 4 LLM tokens per modality."""
+    AU-vector encoder, a words tower over the transcript (the random LLM reads words poorly) and pre-fusion;
+    every projector starts with a LayerNorm; 4 LLM tokens per media modality, 2 for the words."""
     return ModelConfig(preset="tiny", llm=BUILTIN_TINY, vision=BUILTIN_TINY, audio=BUILTIN_TINY, face=BUILTIN_TINY,
-                       au_feature_dim=AU_FEATURE_DIM, media_tokens={"video": 4, "audio": 4, "face": 4, "au": 4,
-                                                                    "fusion": 1},
-                       prefusion=True, projector_depth=2, projector_norm=["video", "audio", "face", "au"],
-                       readout=["video", "audio", "face"],
+                       words=BUILTIN_TINY, au_feature_dim=AU_FEATURE_DIM,
+                       media_tokens={"video": 4, "audio": 4, "face": 4, "au": 4, "words": 2, "fusion": 1},
+                       prefusion=True, projector_depth=2, projector_norm=["video", "audio", "face", "au", "words"],
+                       readout=["video", "audio", "face", "words"],
                        spatial_pooling={"video": DEFAULT_SPATIAL, "face": DEFAULT_SPATIAL}, spatial_grid=TINY_GRID)
 
 
@@ -215,21 +217,28 @@ def build_model(cfg: ModelConfig | None = None, seed: int = 0) -> tuple[AffectLl
                                                                       AffectLlmProcessor]:
     """Build a fresh model and its processor (random-init projectors; pretrained parts loaded as named)."""
     r = resolve(cfg or ModelConfig())
-    bad = sorted(set(r.readout or []) - {"video", "audio", "face"})
+    bad = sorted(set(r.readout or []) - {"video", "audio", "face", "words"})
     if bad:
-        raise RecipeError(f"model.readout: {', '.join(bad)} has no tower with a readout; name video, audio or face")
+        raise RecipeError(f"model.readout: {', '.join(bad)} has no tower with a readout; name video, audio, face or "
+                          "words")
+    if r.words not in (None, NONE, BUILTIN_TINY):
+        raise RecipeError(f"model.words={r.words!r}: the words tower is builtin:tiny or none")
     torch.manual_seed(seed)
     tok, llm = _tokenizer_and_llm(r.llm, r)
     spatial, grid = r.spatial_pooling or {}, r.spatial_grid or DEFAULT_GRID
     video, image_processor = _vision(r.vision, spatial.get("video", DEFAULT_SPATIAL), grid)
     audio, feature_extractor = _audio(r.audio)
     face, face_processor = _vision(r.face, spatial.get("face", DEFAULT_SPATIAL), grid)
-    towers = {m: t for m, t in (("video", video), ("audio", audio), ("face", face)) if t is not None}
+    words = WordsTower(WordsConfig(vocab_size=len(tok), hidden_size=TINY_WORDS_DIM)) if r.words == BUILTIN_TINY \
+        else None
+    towers = {m: t for m, t in (("video", video), ("audio", audio), ("face", face), ("words", words))
+              if t is not None}
     config = AffectLlmConfig(
         text_config=llm.config,
         vision_config=video.config if video is not None else None,
         audio_config=audio.config if audio is not None else None,
         face_config=face.config if face is not None else None,
+        words_config=words.config if words is not None else None,
         au_feature_dim=r.au_feature_dim or 0,
         media_tokens=r.media_tokens or None,
         pooling=r.pooling or None,

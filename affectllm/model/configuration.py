@@ -18,6 +18,23 @@ FEATURE_INPUT_NAMES: dict[str, str] = {m.name: m.feature_input for m in MODALITY
 MASK_INPUT_NAMES: dict[str, str] = {m.name: m.mask_input for m in MODALITY_TABLE if m.mask_input}
 
 
+class WordsConfig(PreTrainedConfig):
+    r"""Configuration of the words tower (:class:`~affectllm.model.encoders.words.WordsTower`): a bag of the
+    transcript's tokens (the LLM's tokenizer) with a short convolution over neighbours, no pretrained weights.
+
+    Args:
+        vocab_size: the tokenizer's size (the builder sets it).
+        hidden_size: width of each token's feature.
+        kernel_size: tokens each feature sees (3: a token and its neighbours, so "not happy" differs from "happy").
+    """
+
+    model_type = "affectllm_words"
+
+    vocab_size: int = 4096
+    hidden_size: int = 32
+    kernel_size: int = 3
+
+
 class AffectLlmConfig(PreTrainedConfig):
     r"""Configuration of :class:`AffectLlmForConditionalGeneration`.
 
@@ -26,6 +43,8 @@ class AffectLlmConfig(PreTrainedConfig):
         vision_config: config of the video-frame tower (`clip_vision_model`, `siglip_vision_model`); None = no video.
         audio_config: config of the audio encoder (`whisper`, `hubert`, `wavlm`, `wav2vec2`); None = no audio.
         face_config: config of the face-crop tower (a vision config); None = no face crops.
+        words_config: config of the words tower over the transcript (:class:`WordsConfig`); None = the LLM reads
+            the transcript only as prompt text.
         au_feature_dim: length of the per-frame AU/landmark vector (0 = no AU modality).
         media_tokens: LLM tokens each modality contributes per clip (the pooler's output length), incl. "fusion".
         pooling: pooler name per modality ("mean" parameter-free, "attention" learned queries).
@@ -46,12 +65,14 @@ class AffectLlmConfig(PreTrainedConfig):
         "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model", optional=True),
         "audio_config": SubConfigSpec(config_class=AutoConfig, model_type="whisper", optional=True),
         "face_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model", optional=True),
+        "words_config": SubConfigSpec(config_class=AutoConfig, model_type=WordsConfig.model_type, optional=True),
     }
 
     text_config: dict | PreTrainedConfig | None = None
     vision_config: dict | PreTrainedConfig | None = None
     audio_config: dict | PreTrainedConfig | None = None
     face_config: dict | PreTrainedConfig | None = None
+    words_config: dict | PreTrainedConfig | None = None
     au_feature_dim: int = 0
     media_tokens: dict | None = None
     pooling: dict | None = None
@@ -88,13 +109,16 @@ class AffectLlmConfig(PreTrainedConfig):
 
     def encoder_config(self, modality: str) -> PreTrainedConfig | None:
         """The sub-config of the tower that encodes ``modality`` (None for "au", which has no tower)."""
-        return {"video": self.vision_config, "audio": self.audio_config, "face": self.face_config}.get(modality)
+        return {"video": self.vision_config, "audio": self.audio_config, "face": self.face_config,
+                "words": self.words_config}.get(modality)
 
     def enabled_modalities(self) -> list[str]:
         """Modalities this model can take (fusion included when pre-fusion is on and video + audio exist)."""
         out = [m for m in ("video", "audio", "face") if self.encoder_config(m) is not None]
         if self.au_feature_dim > 0:
             out.append("au")
+        if self.words_config is not None:
+            out.append("words")
         if self.prefusion and "video" in out and "audio" in out:
             out.append("fusion")
         return out

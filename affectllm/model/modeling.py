@@ -60,7 +60,8 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
     Args:
         config: the composite config.
         language_model: an already-built (e.g. pretrained) LLM backbone; built from ``config.text_config`` if None.
-        towers: already-built encoders by modality ("video", "audio", "face"); built from their configs if absent.
+        towers: already-built encoders by modality ("video", "audio", "face", "words"); built from their configs if
+            absent.
     """
 
     def __init__(self, config: AffectLlmConfig, language_model: nn.Module | None = None,
@@ -72,7 +73,7 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
         self.language_model = language_model or AutoModel.from_config(config.text_config)
         llm_dim = config.text_config.hidden_size
         self.encoders = nn.ModuleDict()
-        for m in ("video", "audio", "face"):
+        for m in ("video", "audio", "face", "words"):
             sub = config.encoder_config(m)
             if sub is not None:
                 self.encoders[m] = towers.get(m) or build_encoder(sub)
@@ -278,6 +279,8 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
         """A minimal valid input for ``modality``'s encoder (one clip, one frame / the encoder's audio length)."""
         if modality == "au":
             return like.new_zeros((1, 1, self.config.au_feature_dim))
+        if modality == "words":
+            return torch.zeros((1, 1), dtype=torch.long, device=like.device)
         sub = self.config.encoder_config(modality)
         if modality == "audio":
             if sub.model_type == "whisper":
@@ -412,6 +415,9 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
         video_features: torch.FloatTensor | None = None,
         audio_features: torch.FloatTensor | None = None,
         face_features: torch.FloatTensor | None = None,
+        words_ids: torch.LongTensor | None = None,
+        words_mask: torch.LongTensor | None = None,
+        words_index: torch.LongTensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Causal-LM forward with media spliced in at placeholder tokens.
@@ -419,8 +425,10 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
         Args:
             input_ids: ``[b, s]`` with placeholders expanded by the processor.
             pixel_values_videos: ``[u, t, 3, h, w]``; audio_values: ``[u, mel, frames]`` or ``[u, samples]``;
-                face_pixel_values: ``[u, t, 3, s, s]``; au_features: ``[u, t, f]``.
-            video_index / audio_index / face_index / au_index: ``[r]`` clip index per placeholder run (row order).
+                face_pixel_values: ``[u, t, 3, s, s]``; au_features: ``[u, t, f]``; words_ids: the transcript's
+                tokens for the words tower ``[u, n]``, right-padded, with words_mask ``[u, n]``.
+            video_index / audio_index / face_index / au_index / words_index: ``[r]`` clip index per placeholder run
+                (row order).
             audio_attention_mask: ``[u, samples]``, 1 on the real samples of right-padded waveforms (HuBERT-style
                 towers; the processor adds it); with ``audio_features`` it gives their valid frames.
             video_features / audio_features / face_features: precomputed (cached) tower outputs ``[u, l, d]``, used
@@ -436,7 +444,8 @@ class AffectLlmForConditionalGeneration(AffectLlmPreTrainedModel, GenerationMixi
             pixel_values_videos=pixel_values_videos, audio_values=audio_values, face_pixel_values=face_pixel_values,
             au_features=au_features, video_index=video_index, audio_index=audio_index, face_index=face_index,
             au_index=au_index, audio_attention_mask=audio_attention_mask, video_features=video_features,
-            audio_features=audio_features, face_features=face_features, **kwargs,
+            audio_features=audio_features, face_features=face_features, words_ids=words_ids, words_mask=words_mask,
+            words_index=words_index, **kwargs,
         )
         hidden = outputs.last_hidden_state  # [b, s, D]
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep

@@ -28,6 +28,8 @@ CHAT_TEMPLATE = (
     " + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 SAMPLE_RATE = 16000
+WORDS_MAX_TOKENS = 512
+"""Transcript tokens the words tower reads at most (the prompt carries at most about 1000; the rest is cut)."""
 
 
 def media_prefix(present: Sequence[str]) -> str:
@@ -143,6 +145,14 @@ class AffectLlmProcessor(ProcessorMixin):
             arrays = _resample_time(arrays)  # per-frame outputs: same rule as frames
         return torch.from_numpy(np.stack(arrays))
 
+    def _words(self, transcripts: list[str]) -> dict[str, torch.Tensor]:
+        """Transcripts -> the words tower's token ids ``[u, n]``, right-padded, and their mask ``[u, n]``; text
+        that looks like a placeholder stays text (``split_special_tokens``)."""
+        enc = self.tokenizer([str(t).strip() for t in transcripts], add_special_tokens=False, padding=True,
+                             padding_side="right", truncation=True, max_length=WORDS_MAX_TOKENS,
+                             split_special_tokens=True, return_tensors="pt")
+        return {MEDIA_INPUT_NAMES["words"]: enc["input_ids"], MASK_INPUT_NAMES["words"]: enc["attention_mask"]}
+
     def _is_whisper(self) -> bool:
         return "input_features" in getattr(self.feature_extractor, "model_input_names", [])
 
@@ -163,7 +173,8 @@ class AffectLlmProcessor(ProcessorMixin):
         return media
 
     def __call__(self, text: str | list[str], videos: list | None = None, audios: list | None = None,
-                 faces: list | None = None, au_features: list | None = None, clip_ids: Sequence[str] | None = None,
+                 faces: list | None = None, au_features: list | None = None, words: list | None = None,
+                 clip_ids: Sequence[str] | None = None,
                  padding: bool | str = True, return_tensors: str = "pt",
                  encoder_features: dict[str, list] | None = None, **tokenizer_kwargs: Any) -> BatchFeature:
         """Tokenize prompts and process their media.
@@ -174,6 +185,7 @@ class AffectLlmProcessor(ProcessorMixin):
             audios: per row, a 16 kHz mono waveform ``[n]`` or None.
             faces: per row, face crops ``[t, s, s, 3]`` uint8 or None.
             au_features: per row, per-frame AU/landmark vectors ``[t, f]`` or None.
+            words: per row, the transcript the words tower reads, or None (models with a words tower).
             clip_ids: per row, an id; rows with the same id share (and encode once) one clip.
             encoder_features: ``{"video"|"audio"|"face": per row, that tower's cached output [l, d] or None}``, in
                 place of the raw media of that modality (the feature cache of ``data prep``); video/face outputs
@@ -185,7 +197,7 @@ class AffectLlmProcessor(ProcessorMixin):
             ``<modality>_index`` when ``clip_ids`` is given.
         """
         texts = [text] if isinstance(text, str) else list(text)
-        raw = {"video": videos, "audio": audios, "face": faces, "au": au_features}
+        raw = {"video": videos, "audio": audios, "face": faces, "au": au_features, "words": words}
         cached = {m: list(v) for m, v in (encoder_features or {}).items()}
         media = self._media_per_row(len(texts), raw, cached)
         self._check_rows(texts, media)
@@ -206,6 +218,8 @@ class AffectLlmProcessor(ProcessorMixin):
                 data[MEDIA_INPUT_NAMES[m]] = self._frames(self.face_image_processor, unique)
             elif m == "audio":
                 data.update(self._audio(unique))
+            elif m == "words":
+                data.update(self._words(unique))
             else:
                 data[MEDIA_INPUT_NAMES[m]] = torch.tensor(np.stack(_resample_time(
                     [np.asarray(a, dtype=np.float32) for a in unique])))

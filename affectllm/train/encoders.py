@@ -1,10 +1,11 @@
 """Stage 0 (``stage: encoders``): warm-start the media towers on the manifest's gold before any LLM sees them.
 
 Towers learned only through a random LLM get no useful gradient (issue 11: the projected audio tokens of every clip
-were one vector). This stage trains each tower (video, audio, face) directly: the tower's output is averaged over
-time and small linear heads predict the gold the manifest has (gold AUs for the face-bearing towers, the primary
-emotion, valence and arousal). The towers are saved inside an otherwise untouched model, so SFT and GRPO start from
-``init_from`` this stage with ``model.train_encoders: false`` and can read the towers' features from
+were one vector). This stage trains each tower (video, audio, face, and the words tower over the transcript)
+directly: the tower's output is averaged over time and small linear heads predict the gold the manifest has (gold
+AUs for the face-bearing towers, the primary emotion, valence and arousal). The towers are saved inside an
+otherwise untouched model, so SFT and GRPO start from ``init_from`` this stage with ``model.train_encoders: false``
+and can read the towers' features from
 ``data prep --cache-features``. The heads are each tower's :class:`~affectllm.model.encoders.tower.Readout`,
 saved with it: where ``model.readout`` names the modality (the tiny preset: all), the projector reads the head's
 outputs beside the tower's features, so the LLM gets the towers' verdict as an input it can copy.
@@ -43,7 +44,7 @@ from .callbacks import MetricsLogger
 from .stage import save_final, setup_output
 
 log = logging.getLogger("affectllm.train")
-TOWERS = ("video", "audio", "face")
+TOWERS = ("video", "audio", "face", "words")
 AU_TOWERS = ("video", "face")  # the voice does not show AUs
 
 
@@ -90,8 +91,9 @@ class TowerHeads(nn.Module):
         inner = model.model
         self.modalities = [m for m in TOWERS if m in inner.encoders]
         if not self.modalities:
-            raise ValueError("stage encoders: the model has no video, audio or face tower to warm-start")
-        # Each tower gets a fresh readout (the voice predicts no AUs); it trains with the tower and is saved in it.
+            raise ValueError("stage encoders: the model has no video, audio, face or words tower to warm-start")
+        # Each tower gets a fresh readout (the voice and the words predict no AUs); it trains with the tower and is
+        # saved in it.
         self.heads = nn.ModuleDict({m: inner.attach_readout(m, vocab.aus if m in AU_TOWERS else [], vocab.emotions)
                                     for m in self.modalities})
         self.seen: set[str] = set()  # modalities some training batch had (a readout that saw no gold is dropped)

@@ -14,10 +14,12 @@ from ...registry import ENCODERS
 from .audio import SslAudioEncoder, WhisperAudioEncoder
 from .face import AuEncoder
 from .vision import VisionTower
+from .words import WordsTower
 
 for _name in ("clip_vision_model", "siglip_vision_model", "resnet"):
     ENCODERS.register(_name, VisionTower)
 ENCODERS.register("whisper", WhisperAudioEncoder)
+ENCODERS.register("affectllm_words", WordsTower)
 for _name in ("hubert", "wavlm", "wav2vec2"):
     ENCODERS.register(_name, SslAudioEncoder)
 
@@ -27,4 +29,4 @@ def build_encoder(config: PreTrainedConfig) -> nn.Module:
     return ENCODERS.get(config.model_type)(config)
 
 
-__all__ = ["AuEncoder", "SslAudioEncoder", "VisionTower", "WhisperAudioEncoder", "build_encoder"]
+__all__ = ["AuEncoder", "SslAudioEncoder", "VisionTower", "WhisperAudioEncoder", "WordsTower", "build_encoder"]
