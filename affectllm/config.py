@@ -196,7 +196,8 @@ class CalibrateOptions:
     posthoc_split: str = _opt("val", "split the post-hoc map is fitted on (never the evaluation split)")
     posthoc_samples: int | None = _opt(128, "clips of posthoc_split used for the fit (null: all)")
     posthoc_input: str = _opt("stated", "what the map reads: stated (the confidence the LLM wrote) or evidence "
-                              "(the answer's probability under the towers' readouts and a transcript readout)")
+                              "(the answer's probability under the towers' readouts, the words tower's or else a "
+                              "transcript readout among them)")
 
 
 @dataclass

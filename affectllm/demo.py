@@ -418,7 +418,8 @@ def write_report(root: Path, results: dict[str, Any]) -> Path:
     lines += ["", "## `affectllm label` on test clips", "", "| clip | labels | confidence | gold |",
               "|---|---|---|---|"]
     for r in results["use"]["labels"]:
-        lines.append(f"| {r['id']} | {', '.join(r['labels'] or [])} | {r['confidence']} | {', '.join(r['gold'])} |")
+        conf = "-" if r["confidence"] is None else f"{r['confidence']:.2f}"
+        lines.append(f"| {r['id']} | {', '.join(r['labels'] or [])} | {conf} | {', '.join(r['gold'])} |")
     chat = results["use"]["chat"]
     lines += ["", f"## `affectllm chat` about {chat['clip']}", "", "```", chat["transcript"], "```", ""]
     write_text(root / "report.md", "\n".join(lines))
