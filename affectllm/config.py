@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 STAGES = ("encoders", "sft", "grpo", "calibrate")
@@ -488,12 +488,27 @@ def _apply_overrides(merged: Any, overrides: list[str] | None, label: str, examp
     for item in overrides or []:
         if "=" not in item:
             raise RecipeError(f"{label} {item!r}: expected key=value (e.g. {example})")
+        key = item.split("=", 1)[0].strip()
         try:
             given = OmegaConf.from_dotlist([item])
-            merged = OmegaConf.merge(_clear_replaced(merged, given, item.split("=", 1)[0].strip()), given)
+            if _through_list(merged, key):  # rewards.1.weight=0: an index into a list, set in place
+                merged = merged.copy()
+                OmegaConf.update(merged, key, OmegaConf.select(given, key), merge=True)
+            else:
+                merged = OmegaConf.merge(_clear_replaced(merged, given, key), given)
         except OmegaConfBaseException as err:
             raise RecipeError(f"{label} {item!r}: {_short(err)}") from err
     return merged
+
+
+def _through_list(merged: Any, key: str) -> bool:
+    """Whether the dotted ``key`` passes through a list of ``merged`` (``rewards.1.weight``)."""
+    parts = key.split(".")
+    for n in range(1, len(parts)):
+        node = OmegaConf.select(merged, ".".join(parts[:n]), throw_on_missing=False)
+        if isinstance(node, ListConfig):
+            return True
+    return False
 
 
 def _short(err: OmegaConfBaseException) -> str:

@@ -214,3 +214,14 @@ def test_a_recipes_sft_mix_replaces_the_default_mix(tmp_path):
     assert whole.sft.mix == {"single": 1.0}
     one_key = load_recipe(ROOT / "recipes/tiny/sft.yaml", ["trainer.use_cpu=true", "sft.mix.single=0.5"])
     assert one_key.sft.mix == {"brief": 0.7, "ov_labels": 0.15, "single": 0.5}
+
+
+def test_an_override_can_index_into_a_list_and_a_bad_index_is_named():
+    grpo = Path(__file__).parent.parent / "recipes" / "tiny" / "grpo.yaml"
+    recipe = load_recipe(grpo, ["rewards.3.weight=0.0", "rewards.0.kwargs.level=level2"])
+    assert [(r.name, r.weight) for r in recipe.rewards][3] == ("label_count_penalty", 0.0)
+    assert recipe.rewards[0].kwargs["level"] == "level2" and recipe.rewards[1].weight == 1.0  # the rest kept
+    with pytest.raises(RecipeError, match=r"rewards\.9\.weight.*rewards\[9\]"):
+        load_recipe(grpo, ["rewards.9.weight=0.0"])
+    with pytest.raises(RecipeError, match=r"rewards\[1\]\.weight"):
+        load_recipe(grpo, ["rewards.1.weight=abc"])
