@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-MODS = {"video": "videos", "audio": "audios", "face": "faces", "au": "au_features"}
+MODS = {"video": "videos", "audio": "audios", "face": "faces", "au": "au_features", "words": "words"}
 
 
 def group_inputs(processor, g: int, dedup: bool):
@@ -29,7 +29,8 @@ def group_inputs(processor, g: int, dedup: bool):
     clip = {"videos": rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8),
             "audios": (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32),
             "faces": rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8),
-            "au_features": rng.random((8, 353)).astype(np.float32)}
+            "au_features": rng.random((8, 353)).astype(np.float32),
+            "words": "Honestly, I feel thrilled about all of this."}
     from affectllm.model import media_prefix
 
     msgs = [{"role": "user", "content": media_prefix(list(MODS)) + "How does this person feel?"}]
@@ -39,11 +40,11 @@ def group_inputs(processor, g: int, dedup: bool):
 
 def encode_group(model, inputs) -> int:
     """Run every encoder the way forward does; return the number of clip encodings."""
-    from affectllm.model.configuration import MEDIA_INPUT_NAMES
+    from affectllm.model.configuration import MASK_INPUT_NAMES, MEDIA_INPUT_NAMES
 
     n = 0
     for m, name in MEDIA_INPUT_NAMES.items():
-        model.encode_media(m, inputs[name])
+        model.encode_media(m, inputs[name], inputs.get(MASK_INPUT_NAMES.get(m, "")))
         n += inputs[name].shape[0]
     return n
 

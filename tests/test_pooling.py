@@ -180,3 +180,24 @@ def test_the_builtin_tiny_resnet_builds_without_a_saved_directory():
     video = model.model.encoders["video"]
     assert video.conv and video.hidden_size == 16 * 64 and processor.image_processor.size["shortest_edge"] == 64
     assert model.model.encode_media("video", torch.randn(1, 2, 3, 64, 64)).shape == (1, 2, 16 * 64)
+
+
+@pytest.mark.parametrize("name", ["mean", "attention"])
+def test_a_pooler_pools_each_clip_over_its_own_frames_in_one_call(name):
+    """With ``lengths`` a built-in pooler equals pooling each clip's valid frames alone, in one module call: under
+    ZeRO-3 every module call is a step of the parameter prefetcher's trace, and one call per clip (a different
+    count on ranks holding different numbers of clips) put two ranks' collectives out of step."""
+    from affectllm.model.pooling import build_pooler, takes_lengths
+
+    torch.manual_seed(0)
+    pooler = build_pooler(name, 16, 3).eval()
+    if name == "attention":
+        torch.nn.init.normal_(pooler.queries)
+    x, lengths = torch.randn(3, 7, 16), torch.tensor([7, 2, 5])
+    calls = []
+    pooler.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        batched = pooler(x, lengths)
+        assert len(calls) == 1 and takes_lengths(pooler)
+        alone = torch.cat([pooler(x[i:i + 1, :n]) for i, n in enumerate(lengths.tolist())])
+    torch.testing.assert_close(batched, alone, rtol=0, atol=1e-6)

@@ -24,7 +24,7 @@ from .configuration import FEATURE_INPUT_NAMES, MASK_INPUT_NAMES, MEDIA_INPUT_NA
 from .encoders import build_encoder
 from .encoders.face import AuEncoder
 from .fusion import PreFusion, rows_with, scatter_media
-from .pooling import AttentionPooler, build_pooler
+from .pooling import AttentionPooler, build_pooler, takes_lengths
 from .projector import MlpProjector
 
 # Keyword arguments that carry media; generation passes them on the first (prefill) step only.
@@ -168,7 +168,9 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
         features = features.to(projector.net[0].weight.dtype)
         if lengths is None:
             pooled = pooler(features)
-        else:
+        elif takes_lengths(pooler):  # one call for the batch (ZeRO-3 traces module calls, see model/pooling.py)
+            pooled = pooler(features, lengths)
+        else:  # a user's pooler without lengths: one call per clip (not safe under ZeRO-3 with uneven batches)
             pooled = torch.cat([pooler(f[None, :n]) for f, n in zip(features, lengths.tolist())])
         readout = self.encoders[modality].readout(features, lengths) if projector.extra_dim else None
         return projector(pooled, readout)
