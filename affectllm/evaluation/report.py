@@ -278,6 +278,11 @@ def reward_panels(metrics: Path, path: Path, window: int = 5) -> Path | None:
             xs, ys = zip(*series[key])
             ax.plot(xs, ys, lw=0.6, alpha=0.4)
             ax.plot(xs, _smooth(ys, window), lw=1.8)
+        else:  # TRL logs no KL without a reference model (trainer.beta 0)
+            note = "not logged (trainer.beta = 0: no KL term)" if key == "kl" else "not logged"
+            ax.text(0.5, 0.5, note, ha="center", va="center", fontsize=8, transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step")
     for ax in axes[1][2:]:
