@@ -102,8 +102,8 @@ class ModelConfig:
     )
     train_encoders: bool = _opt(
         False,
-        "train the video/audio/face towers too (false: frozen; projectors, poolers, pre-fusion and the AU encoder "
-        "always train)",
+        "train the video/audio/face/words towers too (false: frozen; projectors, poolers, pre-fusion and the AU "
+        "encoder always train)",
     )
     llm_mode: str = _opt("lora", "how the LLM trains: lora (adapters, merged on save), full or frozen")
     lora: LoraConfig = _new(LoraConfig, "LoRA options (llm_mode: lora)")

@@ -33,6 +33,7 @@ import torch
 
 from ..inputs.collate import build_prompt_inputs
 from ..jsonl import write_text
+from ..model.configuration import TOWERS
 from ..types import Clip
 
 FILE = "evidence.json"
@@ -101,7 +102,7 @@ class Evidence:
 
     Attributes:
         emotions: the emotions the posterior is over (the towers' readout emotions).
-        text: the transcript readout, or None (towers only).
+        text: the transcript readout, or None (towers only: also when a words tower reads the transcript).
         towers: the modalities whose readouts it was fitted with (for the record).
         log_prior: log training frequency of each emotion (add-one smoothed; empty: uniform).
     """
@@ -113,8 +114,8 @@ class Evidence:
 
     @classmethod
     def fit(cls, config: Any, train: Sequence[Clip]) -> Evidence:
-        """The towers' readout emotions of a model (its ``config``) and a transcript readout fitted on ``train``'s
-        gold emotions.
+        """The towers' readout emotions of a model (its ``config``) and, unless it has a words tower with a
+        readout, a transcript readout fitted on ``train``'s gold emotions.
 
         Raises:
             ValueError: the model has no tower readout and the clips no transcripts to fit one on.
@@ -184,7 +185,7 @@ def tower_readouts(config: Any) -> dict[str, list[str]]:
     """Emotion names of each tower readout a model config (:class:`~affectllm.model.configuration.AffectLlmConfig`)
     records (modality -> names; empty without stage 0)."""
     out = {}
-    for m in ("video", "audio", "face", "words"):
+    for m in TOWERS:
         sub = config.encoder_config(m)
         if sub is not None and getattr(sub, "readout_emotions", None):
             out[m] = list(sub.readout_emotions)

@@ -31,7 +31,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from ..config import ModelConfig, RecipeError, load_model_config
 from ..types import AU_FEATURE_DIM
-from .configuration import MEDIA_TOKENS, AffectLlmConfig, WordsConfig
+from .configuration import MEDIA_TOKENS, TOWERS, AffectLlmConfig, WordsConfig
 from .encoders import SslAudioEncoder, VisionTower, WhisperAudioEncoder, WordsTower
 from .encoders.vision import DEFAULT_GRID, DEFAULT_SPATIAL, set_spatial_pooling
 from .modeling import AffectLlmForConditionalGeneration
@@ -217,7 +217,7 @@ def build_model(cfg: ModelConfig | None = None, seed: int = 0) -> tuple[AffectLl
                                                                       AffectLlmProcessor]:
     """Build a fresh model and its processor (random-init projectors; pretrained parts loaded as named)."""
     r = resolve(cfg or ModelConfig())
-    bad = sorted(set(r.readout or []) - {"video", "audio", "face", "words"})
+    bad = sorted(set(r.readout or []) - set(TOWERS))
     if bad:
         raise RecipeError(f"model.readout: {', '.join(bad)} has no tower with a readout; name video, audio, face or "
                           "words")

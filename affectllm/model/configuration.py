@@ -18,6 +18,11 @@ FEATURE_INPUT_NAMES: dict[str, str] = {m.name: m.feature_input for m in MODALITY
 MASK_INPUT_NAMES: dict[str, str] = {m.name: m.mask_input for m in MODALITY_TABLE if m.mask_input}
 
 
+TOWERS: tuple[str, ...] = ("video", "audio", "face", "words")
+"""Modalities encoded by a tower with its own sub-config (``encoder_config``), each of which can carry a stage 0
+readout; "au" has an encoder without one."""
+
+
 class WordsConfig(PreTrainedConfig):
     r"""Configuration of the words tower (:class:`~affectllm.model.encoders.words.WordsTower`): a bag of the
     transcript's tokens (the LLM's tokenizer) with a short convolution over neighbours, no pretrained weights.
@@ -114,11 +119,7 @@ class AffectLlmConfig(PreTrainedConfig):
 
     def enabled_modalities(self) -> list[str]:
         """Modalities this model can take (fusion included when pre-fusion is on and video + audio exist)."""
-        out = [m for m in ("video", "audio", "face") if self.encoder_config(m) is not None]
-        if self.au_feature_dim > 0:
-            out.append("au")
-        if self.words_config is not None:
-            out.append("words")
+        out = [m for m in MODALITIES if (self.au_feature_dim > 0 if m == "au" else self.encoder_config(m) is not None)]
         if self.prefusion and "video" in out and "audio" in out:
             out.append("fusion")
         return out

@@ -20,7 +20,7 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..types import MODALITIES
-from .configuration import FEATURE_INPUT_NAMES, MASK_INPUT_NAMES, MEDIA_INPUT_NAMES, AffectLlmConfig
+from .configuration import FEATURE_INPUT_NAMES, MASK_INPUT_NAMES, MEDIA_INPUT_NAMES, TOWERS, AffectLlmConfig
 from .encoders import build_encoder
 from .encoders.face import AuEncoder
 from .fusion import PreFusion, rows_with, scatter_media
@@ -73,7 +73,7 @@ class AffectLlmModel(AffectLlmPreTrainedModel):
         self.language_model = language_model or AutoModel.from_config(config.text_config)
         llm_dim = config.text_config.hidden_size
         self.encoders = nn.ModuleDict()
-        for m in ("video", "audio", "face", "words"):
+        for m in TOWERS:
             sub = config.encoder_config(m)
             if sub is not None:
                 self.encoders[m] = towers.get(m) or build_encoder(sub)

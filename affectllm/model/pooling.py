@@ -9,6 +9,7 @@ SFT step).
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -65,8 +66,14 @@ class AttentionPooler(nn.Module):
 
 
 def takes_lengths(pooler: nn.Module) -> bool:
-    """Whether ``pooler.forward`` takes ``lengths`` (a pooler registered by a user may not)."""
-    return "lengths" in inspect.signature(pooler.forward).parameters
+    """Whether ``pooler.forward`` takes ``lengths`` (a pooler registered by a user may not); looked up once per
+    class (it is asked in every forward)."""
+    return _forward_takes_lengths(type(pooler))
+
+
+@functools.cache
+def _forward_takes_lengths(cls: type) -> bool:
+    return "lengths" in inspect.signature(cls.forward).parameters
 
 
 def build_pooler(name: str, dim: int, num_tokens: int) -> nn.Module:

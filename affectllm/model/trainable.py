@@ -2,7 +2,8 @@
 
 Parts of the model (by parameter-name prefix):
 
-* ``model.encoders.video|audio|face``: pretrained towers (frozen unless ``train_encoders``);
+* ``model.encoders.video|audio|face|words``: the towers, pretrained or warm-started in stage 0 (frozen unless
+  ``train_encoders``);
 * ``model.encoders.au``: the AU-vector encoder, which has no pretrained weights and always trains with the projectors;
 * ``model.poolers``, ``model.projectors``, ``model.prefusion``: always trained;
 * ``model.language_model`` and ``lm_head``: ``llm_mode`` = ``lora`` (PEFT adapters on the backbone's linear layers

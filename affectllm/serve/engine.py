@@ -274,9 +274,10 @@ class Engine:
                 "fingerprint": fingerprint or self.fingerprint}
 
     def posteriors(self, clips: Sequence[Clip], decoded: Sequence[DecodedClip] | None = None) -> list[Any] | None:
-        """The clips' emotion log-posteriors from the towers' readouts and the transcript readout, which the
-        evidence confidence needs (:class:`~affectllm.evaluation.evidence.Evidence`); None when the confidence
-        map reads the stated number. ``decoded``: the clips already decoded (else decoded here)."""
+        """The clips' emotion log-posteriors from the towers' readouts (and the transcript readout of a model without a
+        words tower), which the evidence confidence needs (:class:`~affectllm.evaluation.evidence.Evidence`);
+        None when the confidence map reads the stated number. ``decoded``: the clips already decoded (else
+        decoded here)."""
         if self.evidence is None:
             return None
         found = list(decoded) if decoded is not None else [self.decode(c) for c in clips]

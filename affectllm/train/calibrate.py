@@ -54,8 +54,9 @@ def _completions(path: str | Path, clips: list, recipe: Recipe, evidence: Eviden
 
 
 def fit_evidence(recipe: Recipe, out: Path) -> Evidence:
-    """The evidence model of the stage's model (its towers' readouts and a transcript readout fitted on the
-    training split, ``data.split``), saved as ``evidence.json`` beside it."""
+    """The evidence model of the stage's model (its towers' readouts, the words tower's among them, or without a
+    words tower a transcript readout fitted on the training split, ``data.split``), saved as ``evidence.json``
+    beside it."""
     from ..model.configuration import AffectLlmConfig
 
     train = select_clips(recipe.data.manifest, recipe.data.split, None, recipe.seed)

@@ -38,13 +38,12 @@ from ..inputs.collate import build_prompt_inputs
 from ..inputs.store import ClipStore
 from ..jsonl import write_jsonl, write_text
 from ..metrics import auroc
-from ..model.configuration import MASK_INPUT_NAMES, MEDIA_INPUT_NAMES
+from ..model.configuration import MASK_INPUT_NAMES, MEDIA_INPUT_NAMES, TOWERS
 from ..types import Clip
 from .callbacks import MetricsLogger
 from .stage import save_final, setup_output
 
 log = logging.getLogger("affectllm.train")
-TOWERS = ("video", "audio", "face", "words")
 AU_TOWERS = ("video", "face")  # the voice does not show AUs
 
 
